@@ -1,0 +1,1 @@
+//! NeuroCloak SDK core.
