@@ -1,1 +1,4 @@
-//! NeuroCloak SDK core.
+//! NeuroCloak SDK core: records predictions into mergeable per-window profiles
+//! (`sketch`, `profile`, `monitor`) and ships closed windows to an agent (`ship`).
+
+pub mod ship;

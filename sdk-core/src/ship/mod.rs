@@ -1,0 +1,1 @@
+//! Shipping closed windows to the agent over gRPC from one background thread.
