@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 start=$(date +%s)
 
+scripts/check-size.sh
 scripts/setup.sh
 
 echo "== cargo fmt"
