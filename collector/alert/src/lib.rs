@@ -1,0 +1,1 @@
+//! Alert rules, their lifecycle, notifications, escalation and back-testing.
