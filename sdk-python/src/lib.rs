@@ -1,0 +1,13 @@
+//! `neurocloak._native`: the PyO3 module behind the `neurocloak` Python package.
+//! It only converts types, maps errors and registers; all logic lives in `neurocloak-core`.
+
+mod errors;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    Ok(())
+}
