@@ -1,0 +1,681 @@
+//! The alert lifecycle: a pure, time-injected state machine per (rule, subject).
+//!
+//! ```text
+//!              breach (N-1 more to go)         N consecutive breaching windows
+//!   inactive ───────────────────────▶ pending ───────────────────────────────▶ firing ──┐
+//!      ▲  ▲                             │                                        │   ▲   │ tick: escalate /
+//!      │  └──── healthy window ─────────┘                                        │   └───┘ renotify (unacked)
+//!      │                                                      K healthy windows  │
+//!      │                                   resolved ◀────────────────────────────┘
+//!      └──────── (next breach starts a new episode: resolved → pending/firing)
+//! ```
+//!
+//! Nothing here reads a clock or does I/O: the caller passes the window start and `now`,
+//! persists the returned [`RuleState`] and sends the returned [`Action`]s. Flapping is
+//! suppressed by hysteresis (a separate resolve threshold on the healthy side) plus
+//! resolve-after-K-healthy-windows; both count windows, not seconds, so a back-test over stored
+//! history behaves exactly like the live engine. A window without a finite number for a
+//! subject ("no data") neither advances nor resets any counter: missing data never resolves
+//! a firing alert on its own.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{AlertError, Result};
+use crate::rule::{Rule, Severity};
+use crate::selector::truncate_for_message;
+
+/// Where one (rule, subject) alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Inactive,
+    Pending,
+    Firing,
+    Resolved,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inactive => "inactive",
+            Self::Pending => "pending",
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+        }
+    }
+}
+
+/// Who acknowledged a firing alert, and when (unix ms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    pub by: String,
+    pub at_ms: i64,
+}
+
+/// The persisted state of one (rule, subject) alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertState {
+    pub dedup_key: String,
+    pub subject: String,
+    pub status: Status,
+    /// Consecutive breaching windows (counts towards `for_windows`).
+    pub breaching_windows: u32,
+    /// Consecutive healthy windows while firing (counts towards `resolve_after_windows`).
+    pub healthy_windows: u32,
+    /// How many times this alert has started firing; part of notification ids.
+    pub episode: u64,
+    pub firing_since_ms: Option<i64>,
+    pub fired_window_ms: Option<i64>,
+    pub last_window_ms: Option<i64>,
+    pub last_value: Option<f64>,
+    pub acknowledged: Option<Acknowledgement>,
+    pub escalated: bool,
+    pub last_notified_ms: Option<i64>,
+    pub renotify_count: u32,
+}
+
+/// What happened to an alert; one history entry per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransitionKind {
+    /// inactive/resolved → pending
+    Pending,
+    /// pending → inactive (a healthy window before `for_windows` was reached)
+    Cleared,
+    /// → firing
+    Fired,
+    /// firing → resolved
+    Resolved,
+    Acknowledged,
+    Escalated,
+    Renotified,
+}
+
+/// One entry of an alert's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Monotonic per [`RuleState`]; persist entries with a `seq` above the last one stored.
+    pub seq: u64,
+    pub dedup_key: String,
+    pub subject: String,
+    pub kind: TransitionKind,
+    pub from: Status,
+    pub to: Status,
+    pub window_start_ms: Option<i64>,
+    pub at_ms: i64,
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// The persisted state of one rule applied to one scope (e.g. one model version).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleState {
+    pub rule_id: String,
+    /// What the collector evaluates the rule for (e.g. `model@version`); part of dedup keys.
+    pub scope: String,
+    pub last_window_ms: Option<i64>,
+    /// Alerts by subject; healthy subjects are not stored.
+    pub alerts: BTreeMap<String, AlertState>,
+    pub history: Vec<Transition>,
+    pub next_seq: u64,
+    /// History entries dropped because of the cap (counted, never silent).
+    pub history_dropped: u64,
+    /// New subjects refused because the per-rule subject cap was full.
+    pub rejected_subjects: u64,
+    /// Windows older than `last_window_ms`, ignored.
+    pub stale_windows: u64,
+    /// Windows equal to `last_window_ms` observed again, ignored (idempotence).
+    pub repeated_windows: u64,
+}
+
+impl RuleState {
+    pub fn new(rule_id: impl Into<String>, scope: impl Into<String>) -> Self {
+        Self {
+            rule_id: rule_id.into(),
+            scope: scope.into(),
+            last_window_ms: None,
+            alerts: BTreeMap::new(),
+            history: Vec::new(),
+            next_seq: 0,
+            history_dropped: 0,
+            rejected_subjects: 0,
+            stale_windows: 0,
+            repeated_windows: 0,
+        }
+    }
+
+    /// History entries with `seq >= from_seq`.
+    pub fn history_since(&self, from_seq: u64) -> &[Transition] {
+        let start = self.history.partition_point(|t| t.seq < from_seq);
+        &self.history[start..]
+    }
+
+    /// The alert with this dedup key, if the state holds it.
+    pub fn alert(&self, dedup_key: &str) -> Option<&AlertState> {
+        self.alerts.values().find(|a| a.dedup_key == dedup_key)
+    }
+}
+
+/// Why a notification is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationKind {
+    Fire,
+    Resolve,
+    Escalate,
+    Renotify,
+}
+
+impl NotificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fire => "fire",
+            Self::Resolve => "resolve",
+            Self::Escalate => "escalate",
+            Self::Renotify => "renotify",
+        }
+    }
+}
+
+/// The content of one notification; serialized as the `alert` object of webhook bodies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Stable per event, so receivers can drop replays and duplicates.
+    pub id: String,
+    pub kind: NotificationKind,
+    pub dedup_key: String,
+    pub rule_id: String,
+    pub rule_name: String,
+    pub scope: String,
+    pub subject: String,
+    pub metric: String,
+    pub comparator: String,
+    pub threshold: f64,
+    pub value: Option<f64>,
+    pub severity: Severity,
+    pub status: Status,
+    pub labels: BTreeMap<String, String>,
+    pub window_start_ms: Option<i64>,
+    pub firing_since_ms: Option<i64>,
+    pub at_ms: i64,
+    pub episode: u64,
+}
+
+/// A notification to deliver to the listed channel ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub channels: Vec<String>,
+    pub notification: Notification,
+}
+
+/// Bounds that keep persisted state small whatever the documents contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Most subjects one rule state tracks at once.
+    pub max_subjects: usize,
+    /// Most history entries kept in a rule state (the oldest are dropped and counted).
+    pub history_cap: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_subjects: 1000,
+            history_cap: 500,
+        }
+    }
+}
+
+/// Longest acknowledging user name accepted.
+pub const MAX_USER_LEN: usize = 128;
+
+/// The lifecycle engine. Stateless apart from its bounds; every call is a pure function.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    config: EngineConfig,
+}
+
+/// Per-call context shared by the helpers of one `observe`/`tick`.
+struct Step<'a> {
+    rule: &'a Rule,
+    state: &'a mut RuleState,
+    actions: Vec<Action>,
+    now_ms: i64,
+    history_cap: usize,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        Self { config }
+    }
+
+    /// Feeds one window's metrics document through the rule. Windows must arrive in order:
+    /// a window at or before the last one observed is ignored and counted, which makes
+    /// repeated evaluation of the same window idempotent.
+    pub fn observe(
+        &self,
+        mut state: RuleState,
+        rule: &Rule,
+        window_start_ms: i64,
+        doc: &Value,
+        now_ms: i64,
+    ) -> Result<(RuleState, Vec<Action>)> {
+        check_state(&state, rule)?;
+        let selector = rule.selector()?;
+        match state.last_window_ms {
+            Some(last) if window_start_ms == last => {
+                state.repeated_windows += 1;
+                return Ok((state, Vec::new()));
+            }
+            Some(last) if window_start_ms < last => {
+                state.stale_windows += 1;
+                return Ok((state, Vec::new()));
+            }
+            _ => state.last_window_ms = Some(window_start_ms),
+        }
+        let samples = selector.read(doc, self.config.max_subjects);
+        state.rejected_subjects += samples.rejected;
+        let mut step = self.step(&mut state, rule, now_ms);
+        for sample in samples.samples {
+            let Some(value) = sample.value else { continue };
+            step.observe_value(
+                &sample.subject,
+                value,
+                window_start_ms,
+                self.config.max_subjects,
+            );
+        }
+        let actions = step.actions;
+        state.alerts.retain(|_, a| a.status != Status::Inactive);
+        Ok((state, actions))
+    }
+
+    /// Runs the timers of firing, unacknowledged alerts: escalation once `after_secs` have
+    /// passed since firing, renotification every `renotify_secs`. Calling it again with the
+    /// same `now` does nothing more.
+    pub fn tick(
+        &self,
+        mut state: RuleState,
+        rule: &Rule,
+        now_ms: i64,
+    ) -> Result<(RuleState, Vec<Action>)> {
+        check_state(&state, rule)?;
+        let mut step = self.step(&mut state, rule, now_ms);
+        let subjects: Vec<String> = step
+            .state
+            .alerts
+            .iter()
+            .filter(|(_, a)| a.status == Status::Firing && a.acknowledged.is_none())
+            .map(|(s, _)| s.clone())
+            .collect();
+        for subject in subjects {
+            step.run_timers(&subject);
+        }
+        let actions = step.actions;
+        Ok((state, actions))
+    }
+
+    /// Acknowledges a firing alert: it stops escalating and renotifying until it resolves.
+    /// Acknowledging twice keeps the first acknowledgement.
+    pub fn acknowledge(
+        &self,
+        mut state: RuleState,
+        dedup_key: &str,
+        user: &str,
+        now_ms: i64,
+    ) -> Result<RuleState> {
+        if user.trim().is_empty() || user.len() > MAX_USER_LEN {
+            return Err(AlertError::InvalidArgument(format!(
+                "user must be 1..={MAX_USER_LEN} bytes"
+            )));
+        }
+        let Some(subject) = state
+            .alerts
+            .iter()
+            .find(|(_, a)| a.dedup_key == dedup_key)
+            .map(|(s, _)| s.clone())
+        else {
+            return Err(AlertError::UnknownAlert(truncate_for_message(dedup_key)));
+        };
+        let cap = self.config.history_cap;
+        let Some(alert) = state.alerts.get_mut(&subject) else {
+            return Err(AlertError::UnknownAlert(truncate_for_message(dedup_key)));
+        };
+        if alert.status != Status::Firing {
+            return Err(AlertError::NotFiring {
+                dedup_key: dedup_key.to_owned(),
+                status: alert.status.as_str().to_owned(),
+            });
+        }
+        if alert.acknowledged.is_some() {
+            return Ok(state);
+        }
+        alert.acknowledged = Some(Acknowledgement {
+            by: user.to_owned(),
+            at_ms: now_ms,
+        });
+        let mut entry = transition(
+            alert,
+            TransitionKind::Acknowledged,
+            Status::Firing,
+            None,
+            now_ms,
+        );
+        entry.by = Some(user.to_owned());
+        push_history(&mut state, entry, cap);
+        Ok(state)
+    }
+
+    fn step<'a>(&self, state: &'a mut RuleState, rule: &'a Rule, now_ms: i64) -> Step<'a> {
+        Step {
+            rule,
+            state,
+            actions: Vec::new(),
+            now_ms,
+            history_cap: self.config.history_cap,
+        }
+    }
+}
+
+fn check_state(state: &RuleState, rule: &Rule) -> Result<()> {
+    if state.rule_id == rule.id {
+        Ok(())
+    } else {
+        Err(AlertError::StateMismatch {
+            state_rule: truncate_for_message(&state.rule_id),
+            rule: truncate_for_message(&rule.id),
+        })
+    }
+}
+
+impl Step<'_> {
+    fn observe_value(&mut self, subject: &str, value: f64, window: i64, max_subjects: usize) {
+        let rule = self.rule;
+        if !self.state.alerts.contains_key(subject) {
+            // Healthy subjects are not stored; a new one only matters once it breaches.
+            if !rule.breaches(value) || !self.make_room(max_subjects) {
+                return;
+            }
+            let alert = new_alert(&self.state.rule_id, &self.state.scope, subject);
+            self.state.alerts.insert(subject.to_owned(), alert);
+        }
+        let Some(alert) = self.state.alerts.get_mut(subject) else {
+            return;
+        };
+        alert.last_window_ms = Some(window);
+        alert.last_value = Some(value);
+        let needed = |n: i64| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        match alert.status {
+            Status::Inactive | Status::Resolved | Status::Pending if rule.breaches(value) => {
+                alert.breaching_windows = alert.breaching_windows.saturating_add(1);
+                if alert.breaching_windows >= needed(rule.for_windows) {
+                    self.fire(subject, window);
+                } else if alert.status != Status::Pending {
+                    self.record(
+                        subject,
+                        TransitionKind::Pending,
+                        Status::Pending,
+                        Some(window),
+                    );
+                }
+            }
+            Status::Pending => {
+                self.record(
+                    subject,
+                    TransitionKind::Cleared,
+                    Status::Inactive,
+                    Some(window),
+                );
+            }
+            Status::Inactive | Status::Resolved => alert.breaching_windows = 0,
+            Status::Firing if rule.is_healthy(value) => {
+                alert.healthy_windows = alert.healthy_windows.saturating_add(1);
+                if alert.healthy_windows >= needed(rule.resolve_after_windows) {
+                    self.resolve(subject, window);
+                }
+            }
+            Status::Firing => alert.healthy_windows = 0,
+        }
+    }
+
+    /// Frees a slot for a new subject by forgetting the longest-resolved alert; refuses (and
+    /// counts) when every slot holds a live alert.
+    fn make_room(&mut self, max_subjects: usize) -> bool {
+        if self.state.alerts.len() < max_subjects {
+            return true;
+        }
+        let oldest_resolved = self
+            .state
+            .alerts
+            .iter()
+            .filter(|(_, a)| a.status == Status::Resolved)
+            .min_by_key(|(_, a)| a.last_window_ms)
+            .map(|(s, _)| s.clone());
+        match oldest_resolved {
+            Some(subject) => {
+                self.state.alerts.remove(&subject);
+                true
+            }
+            None => {
+                self.state.rejected_subjects += 1;
+                false
+            }
+        }
+    }
+
+    fn fire(&mut self, subject: &str, window: i64) {
+        let now = self.now_ms;
+        if let Some(alert) = self.state.alerts.get_mut(subject) {
+            alert.episode += 1;
+            alert.firing_since_ms = Some(now);
+            alert.fired_window_ms = Some(window);
+            alert.acknowledged = None;
+            alert.escalated = false;
+            alert.last_notified_ms = Some(now);
+            alert.renotify_count = 0;
+            alert.healthy_windows = 0;
+        }
+        self.record(subject, TransitionKind::Fired, Status::Firing, Some(window));
+        let channels = self.rule.channels.clone();
+        self.notify(subject, NotificationKind::Fire, channels, Some(window));
+    }
+
+    fn resolve(&mut self, subject: &str, window: i64) {
+        let mut channels = self.rule.channels.clone();
+        if let Some(alert) = self.state.alerts.get_mut(subject) {
+            alert.breaching_windows = 0;
+            alert.healthy_windows = 0;
+            // Whoever was paged on escalation also needs to hear that it is over.
+            if alert.escalated
+                && let Some(escalation) = &self.rule.escalation
+                && !channels.contains(&escalation.channel)
+            {
+                channels.push(escalation.channel.clone());
+            }
+        }
+        self.record(
+            subject,
+            TransitionKind::Resolved,
+            Status::Resolved,
+            Some(window),
+        );
+        self.notify(subject, NotificationKind::Resolve, channels, Some(window));
+    }
+
+    fn run_timers(&mut self, subject: &str) {
+        let (rule, now) = (self.rule, self.now_ms);
+        let Some(alert) = self.state.alerts.get_mut(subject) else {
+            return;
+        };
+        let since = alert.firing_since_ms.unwrap_or(now);
+        let mut escalate = None;
+        if let Some(escalation) = &rule.escalation
+            && !alert.escalated
+            && elapsed_ms(since, now) >= secs_to_ms(escalation.after_secs)
+        {
+            alert.escalated = true;
+            escalate = Some(escalation.channel.clone());
+        }
+        let mut renotify = false;
+        if let Some(every) = rule.renotify_secs {
+            let last = alert.last_notified_ms.unwrap_or(since);
+            if elapsed_ms(last, now) >= secs_to_ms(every) {
+                alert.last_notified_ms = Some(now);
+                alert.renotify_count = alert.renotify_count.saturating_add(1);
+                renotify = true;
+            }
+        }
+        if let Some(channel) = escalate {
+            self.record(subject, TransitionKind::Escalated, Status::Firing, None);
+            self.notify(subject, NotificationKind::Escalate, vec![channel], None);
+        }
+        if renotify {
+            self.record(subject, TransitionKind::Renotified, Status::Firing, None);
+            let channels = rule.channels.clone();
+            self.notify(subject, NotificationKind::Renotify, channels, None);
+        }
+    }
+
+    fn record(&mut self, subject: &str, kind: TransitionKind, to: Status, window: Option<i64>) {
+        let now = self.now_ms;
+        let Some(alert) = self.state.alerts.get_mut(subject) else {
+            return;
+        };
+        let entry = transition(alert, kind, to, window, now);
+        alert.status = to;
+        if to == Status::Inactive {
+            alert.breaching_windows = 0;
+        }
+        push_history(self.state, entry, self.history_cap);
+    }
+
+    fn notify(
+        &mut self,
+        subject: &str,
+        kind: NotificationKind,
+        channels: Vec<String>,
+        window: Option<i64>,
+    ) {
+        let Some(alert) = self.state.alerts.get(subject) else {
+            return;
+        };
+        let rule = self.rule;
+        let sequence = if kind == NotificationKind::Renotify {
+            alert.renotify_count
+        } else {
+            0
+        };
+        let notification = Notification {
+            id: notification_id(&alert.dedup_key, kind, alert.episode, sequence),
+            kind,
+            dedup_key: alert.dedup_key.clone(),
+            rule_id: rule.id.clone(),
+            rule_name: rule.name.clone(),
+            scope: self.state.scope.clone(),
+            subject: alert.subject.clone(),
+            metric: rule.metric.clone(),
+            comparator: rule.comparator.symbol().to_owned(),
+            threshold: rule.threshold,
+            value: alert.last_value,
+            severity: rule.severity,
+            status: alert.status,
+            labels: rule.labels.clone(),
+            window_start_ms: window,
+            firing_since_ms: alert.firing_since_ms,
+            at_ms: self.now_ms,
+            episode: alert.episode,
+        };
+        self.actions.push(Action {
+            channels,
+            notification,
+        });
+    }
+}
+
+fn new_alert(rule_id: &str, scope: &str, subject: &str) -> AlertState {
+    AlertState {
+        dedup_key: dedup_key(rule_id, scope, subject),
+        subject: subject.to_owned(),
+        status: Status::Inactive,
+        breaching_windows: 0,
+        healthy_windows: 0,
+        episode: 0,
+        firing_since_ms: None,
+        fired_window_ms: None,
+        last_window_ms: None,
+        last_value: None,
+        acknowledged: None,
+        escalated: false,
+        last_notified_ms: None,
+        renotify_count: 0,
+    }
+}
+
+fn transition(
+    alert: &AlertState,
+    kind: TransitionKind,
+    to: Status,
+    window: Option<i64>,
+    now_ms: i64,
+) -> Transition {
+    Transition {
+        seq: 0,
+        dedup_key: alert.dedup_key.clone(),
+        subject: alert.subject.clone(),
+        kind,
+        from: alert.status,
+        to,
+        window_start_ms: window,
+        at_ms: now_ms,
+        value: alert.last_value,
+        by: None,
+    }
+}
+
+fn push_history(state: &mut RuleState, mut entry: Transition, cap: usize) {
+    entry.seq = state.next_seq;
+    state.next_seq += 1;
+    state.history.push(entry);
+    if state.history.len() > cap {
+        let excess = state.history.len() - cap;
+        state.history.drain(..excess);
+        state.history_dropped += excess as u64;
+    }
+}
+
+fn elapsed_ms(from: i64, to: i64) -> u64 {
+    u64::try_from(to.saturating_sub(from)).unwrap_or(0)
+}
+
+fn secs_to_ms(secs: u64) -> u64 {
+    secs.saturating_mul(1000)
+}
+
+fn short_hash(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// The deduplication key of the alert a rule raises for one subject within one scope.
+pub fn dedup_key(rule_id: &str, scope: &str, subject: &str) -> String {
+    short_hash(&[rule_id.as_bytes(), scope.as_bytes(), subject.as_bytes()])
+}
+
+fn notification_id(dedup_key: &str, kind: NotificationKind, episode: u64, sequence: u32) -> String {
+    short_hash(&[
+        dedup_key.as_bytes(),
+        kind.as_str().as_bytes(),
+        &episode.to_be_bytes(),
+        &sequence.to_be_bytes(),
+    ])
+}
