@@ -220,6 +220,8 @@ pub struct EngineConfig {
     pub max_subjects: usize,
     /// Most history entries kept in a rule state (the oldest are dropped and counted).
     pub history_cap: usize,
+    /// Most subjects read from one document, healthy ones included.
+    pub max_subjects_per_window: usize,
 }
 
 impl Default for EngineConfig {
@@ -227,6 +229,7 @@ impl Default for EngineConfig {
         Self {
             max_subjects: 1000,
             history_cap: 500,
+            max_subjects_per_window: 10_000,
         }
     }
 }
@@ -278,7 +281,7 @@ impl Engine {
             }
             _ => state.last_window_ms = Some(window_start_ms),
         }
-        let samples = selector.read(doc, self.config.max_subjects);
+        let samples = selector.read(doc, self.config.max_subjects_per_window);
         state.rejected_subjects += samples.rejected;
         let mut step = self.step(&mut state, rule, now_ms);
         for sample in samples.samples {
@@ -678,4 +681,370 @@ fn notification_id(dedup_key: &str, kind: NotificationKind, episode: u64, sequen
         &episode.to_be_bytes(),
         &sequence.to_be_bytes(),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::rule::{Comparator, Escalation};
+    use serde_json::json;
+
+    const MIN: i64 = 60_000;
+
+    fn rule() -> Rule {
+        Rule {
+            id: "r".into(),
+            project: "p".into(),
+            model: None,
+            version: None,
+            name: "Trust".into(),
+            metric: "trust_score".into(),
+            comparator: Comparator::Lt,
+            threshold: 60.0,
+            resolve_threshold: Some(65.0),
+            for_windows: 2,
+            resolve_after_windows: 2,
+            severity: Severity::Critical,
+            labels: BTreeMap::new(),
+            channels: vec!["hook".into()],
+            escalation: Some(Escalation {
+                after_secs: 600,
+                channel: "pager".into(),
+            }),
+            renotify_secs: Some(3600),
+        }
+    }
+
+    /// Feeds `values` as consecutive windows (`None` = metric absent) and returns the final
+    /// state and the kinds of notification per window.
+    fn run(rule: &Rule, values: &[Option<f64>]) -> (RuleState, Vec<Vec<NotificationKind>>) {
+        let engine = Engine::default();
+        let mut state = RuleState::new(&rule.id, "m@1");
+        let mut kinds = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            let doc = v.map_or(json!({}), |v| json!({"trust_score": v}));
+            let w = i as i64 * MIN;
+            let (next, actions) = engine.observe(state, rule, w, &doc, w + MIN).unwrap();
+            state = next;
+            kinds.push(actions.iter().map(|a| a.notification.kind).collect());
+        }
+        (state, kinds)
+    }
+
+    fn only(state: &RuleState) -> &AlertState {
+        assert_eq!(state.alerts.len(), 1);
+        state.alerts.values().next().unwrap()
+    }
+
+    #[test]
+    fn pending_then_firing_then_resolved_with_hysteresis() {
+        use NotificationKind::*;
+        let values = [70.0, 55.0, 55.0, 50.0, 62.0, 66.0, 64.0, 66.0, 70.0, 80.0];
+        let (state, kinds) = run(&rule(), &values.map(Some));
+        assert_eq!(
+            kinds,
+            vec![
+                vec![],
+                vec![],
+                vec![Fire],
+                vec![],
+                vec![],        // 62 is above 60 but inside the band: still firing
+                vec![],        // first healthy window
+                vec![],        // 64 resets the healthy count
+                vec![],        // healthy again (1)
+                vec![Resolve], // healthy (2)
+                vec![],
+            ]
+        );
+        let kinds: Vec<_> = state.history.iter().map(|t| t.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                TransitionKind::Pending,
+                TransitionKind::Fired,
+                TransitionKind::Resolved
+            ]
+        );
+        assert_eq!(only(&state).status, Status::Resolved);
+        assert_eq!(state.history[1].window_start_ms, Some(2 * MIN));
+        assert_eq!(state.history[2].window_start_ms, Some(8 * MIN));
+    }
+
+    #[test]
+    fn a_healthy_window_clears_pending_and_healthy_subjects_are_not_stored() {
+        let (state, kinds) = run(&rule(), &[Some(55.0), Some(61.0), Some(55.0)]);
+        assert!(kinds.iter().all(Vec::is_empty));
+        assert_eq!(only(&state).status, Status::Pending);
+        let kinds: Vec<_> = state.history.iter().map(|t| t.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                TransitionKind::Pending,
+                TransitionKind::Cleared,
+                TransitionKind::Pending
+            ]
+        );
+        let (state, _) = run(&rule(), &[Some(55.0), Some(61.0)]);
+        assert!(state.alerts.is_empty());
+    }
+
+    #[test]
+    fn no_data_neither_advances_nor_resets_nor_resolves() {
+        use NotificationKind::*;
+        let v = [
+            Some(55.0),
+            None,
+            Some(55.0),
+            None,
+            None,
+            None,
+            Some(70.0),
+            None,
+            Some(70.0),
+        ];
+        let (state, kinds) = run(&rule(), &v);
+        assert_eq!(
+            kinds[2],
+            vec![Fire],
+            "the gap did not reset the breach count"
+        );
+        assert!(
+            kinds[3..8].iter().all(Vec::is_empty),
+            "missing data resolved: {kinds:?}"
+        );
+        assert_eq!(kinds[8], vec![Resolve]);
+        assert_eq!(only(&state).status, Status::Resolved);
+    }
+
+    #[test]
+    fn repeated_and_stale_windows_are_ignored_and_counted() {
+        let engine = Engine::default();
+        let r = Rule {
+            for_windows: 1,
+            ..rule()
+        };
+        let doc = json!({"trust_score": 10});
+        let (mut state, actions) = engine
+            .observe(RuleState::new("r", ""), &r, 5 * MIN, &doc, 0)
+            .unwrap();
+        assert_eq!(actions.len(), 1);
+        for _ in 0..3 {
+            let (next, actions) = engine.observe(state, &r, 5 * MIN, &doc, 1).unwrap();
+            assert!(actions.is_empty());
+            state = next;
+        }
+        let (state, actions) = engine
+            .observe(state, &r, 4 * MIN, &json!({"trust_score": 99}), 2)
+            .unwrap();
+        assert!(actions.is_empty());
+        assert_eq!((state.repeated_windows, state.stale_windows), (3, 1));
+        assert_eq!(only(&state).status, Status::Firing);
+    }
+
+    #[test]
+    fn escalation_and_renotify_follow_the_clock_unless_acknowledged() {
+        let engine = Engine::default();
+        let r = Rule {
+            for_windows: 1,
+            ..rule()
+        };
+        let t0 = 1_000_000;
+        let (state, fire) = engine
+            .observe(
+                RuleState::new("r", ""),
+                &r,
+                0,
+                &json!({"trust_score": 1}),
+                t0,
+            )
+            .unwrap();
+        let key = fire[0].notification.dedup_key.clone();
+        let (state, a) = engine.tick(state, &r, t0 + 599_999).unwrap();
+        assert!(a.is_empty());
+        let (state, a) = engine.tick(state, &r, t0 + 600_000).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].notification.kind, NotificationKind::Escalate);
+        assert_eq!(a[0].channels, vec!["pager".to_owned()]);
+        let (state, a) = engine.tick(state, &r, t0 + 600_000).unwrap();
+        assert!(
+            a.is_empty(),
+            "a second tick at the same time must not re-escalate"
+        );
+        let (state, a) = engine.tick(state, &r, t0 + 3_600_000).unwrap();
+        assert_eq!(a[0].notification.kind, NotificationKind::Renotify);
+        let (state, a) = engine.tick(state, &r, t0 + 7_200_000).unwrap();
+        assert_eq!(a[0].notification.kind, NotificationKind::Renotify);
+        let renotify_ids: Vec<_> = state.history.iter().map(|t| t.kind).collect();
+        assert_eq!(
+            renotify_ids
+                .iter()
+                .filter(|k| **k == TransitionKind::Renotified)
+                .count(),
+            2
+        );
+
+        let state = engine
+            .acknowledge(state, &key, "alice", t0 + 7_300_000)
+            .unwrap();
+        let ack = state.alert(&key).unwrap().acknowledged.clone().unwrap();
+        assert_eq!((ack.by.as_str(), ack.at_ms), ("alice", t0 + 7_300_000));
+        let state = engine
+            .acknowledge(state, &key, "bob", t0 + 7_400_000)
+            .unwrap();
+        assert_eq!(
+            state.alert(&key).unwrap().acknowledged.as_ref().unwrap().by,
+            "alice"
+        );
+        let (state, a) = engine.tick(state, &r, t0 + 99_000_000).unwrap();
+        assert!(a.is_empty(), "acknowledged alerts stay quiet");
+
+        // Resolution reaches the escalation channel too, since it was paged.
+        let healthy = json!({"trust_score": 90});
+        let (state, _) = engine
+            .observe(state, &r, MIN, &healthy, t0 + 99_000_001)
+            .unwrap();
+        let (_, a) = engine
+            .observe(state, &r, 2 * MIN, &healthy, t0 + 99_000_002)
+            .unwrap();
+        assert_eq!(a[0].notification.kind, NotificationKind::Resolve);
+        assert_eq!(a[0].channels, vec!["hook".to_owned(), "pager".to_owned()]);
+    }
+
+    #[test]
+    fn acknowledge_errors_are_specific() {
+        let engine = Engine::default();
+        let (state, _) = run(&rule(), &[Some(55.0)]);
+        let key = only(&state).dedup_key.clone();
+        let err = engine.acknowledge(state.clone(), &key, "a", 0).unwrap_err();
+        assert!(matches!(err, AlertError::NotFiring { .. }), "{err}");
+        assert_eq!(err.http_status(), 409);
+        let err = engine
+            .acknowledge(state.clone(), "nope", "a", 0)
+            .unwrap_err();
+        assert_eq!(err.http_status(), 404);
+        let err = engine.acknowledge(state.clone(), &key, " ", 0).unwrap_err();
+        assert_eq!(err.http_status(), 400);
+        let err = engine
+            .acknowledge(state, &key, &"u".repeat(1000), 0)
+            .unwrap_err();
+        assert_eq!(err.http_status(), 400);
+    }
+
+    #[test]
+    fn wrong_state_for_rule_is_rejected() {
+        let err = Engine::default()
+            .observe(RuleState::new("other", ""), &rule(), 0, &json!({}), 0)
+            .unwrap_err();
+        assert!(matches!(err, AlertError::StateMismatch { .. }));
+    }
+
+    #[test]
+    fn wildcard_subjects_are_separate_alerts_with_distinct_dedup_keys() {
+        let engine = Engine::default();
+        let r = Rule {
+            metric: "drift.features.*.psi".into(),
+            comparator: Comparator::Gt,
+            threshold: 0.25,
+            resolve_threshold: None,
+            for_windows: 1,
+            ..rule()
+        };
+        let doc = json!({"drift": {"features": {"a": {"psi": 0.3}, "b": {"psi": 0.4}, "c": {"psi": 0.1}}}});
+        let (state, actions) = engine
+            .observe(RuleState::new("r", "m@1"), &r, 0, &doc, 0)
+            .unwrap();
+        let subjects: Vec<_> = actions
+            .iter()
+            .map(|a| a.notification.subject.as_str())
+            .collect();
+        assert_eq!(subjects, vec!["a", "b"]);
+        assert_ne!(
+            actions[0].notification.dedup_key,
+            actions[1].notification.dedup_key
+        );
+        assert_eq!(
+            actions[0].notification.dedup_key,
+            dedup_key("r", "m@1", "a")
+        );
+        assert_ne!(dedup_key("r", "m@1", "a"), dedup_key("r", "m@2", "a"));
+        assert_eq!(state.alerts.len(), 2);
+    }
+
+    #[test]
+    fn subject_and_history_caps_count_what_they_drop() {
+        let engine = Engine::new(EngineConfig {
+            max_subjects: 2,
+            history_cap: 3,
+            ..EngineConfig::default()
+        });
+        let r = Rule {
+            metric: "drift.features.*.psi".into(),
+            comparator: Comparator::Gt,
+            threshold: 0.25,
+            resolve_threshold: None,
+            for_windows: 1,
+            resolve_after_windows: 1,
+            ..rule()
+        };
+        let doc =
+            json!({"drift": {"features": {"a": {"psi": 1}, "b": {"psi": 1}, "c": {"psi": 1}}}});
+        let (state, actions) = engine
+            .observe(RuleState::new("r", ""), &r, 0, &doc, 0)
+            .unwrap();
+        assert_eq!(actions.len(), 2);
+        assert_eq!(state.rejected_subjects, 1);
+        let doc2 =
+            json!({"drift": {"features": {"a": {"psi": 0}, "b": {"psi": 0}, "d": {"psi": 1}}}});
+        let (state, actions) = engine.observe(state, &r, MIN, &doc2, 1).unwrap();
+        // a and b resolve; d takes the slot of the longest-resolved alert.
+        assert_eq!(actions.len(), 3);
+        assert!(state.alerts.contains_key("d"));
+        assert_eq!(state.history.len(), 3);
+        assert_eq!(state.history_dropped, 2);
+        assert_eq!(state.history_since(4).len(), 1);
+        assert_eq!(state.next_seq, 5);
+    }
+
+    #[test]
+    fn notification_ids_are_stable_per_event_and_distinct_across_events() {
+        use NotificationKind::*;
+        let r = Rule {
+            for_windows: 1,
+            resolve_after_windows: 1,
+            ..rule()
+        };
+        let v = [Some(1.0), Some(99.0), Some(1.0), Some(99.0)];
+        let engine = Engine::default();
+        let collect = || {
+            let mut state = RuleState::new("r", "");
+            let mut ids = Vec::new();
+            for (i, v) in v.iter().enumerate() {
+                let doc = json!({"trust_score": v});
+                let (next, a) = engine.observe(state, &r, i as i64, &doc, i as i64).unwrap();
+                state = next;
+                ids.extend(
+                    a.into_iter()
+                        .map(|a| (a.notification.kind, a.notification.id)),
+                );
+            }
+            ids
+        };
+        let first = collect();
+        assert_eq!(first, collect());
+        assert_eq!(
+            first.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            vec![Fire, Resolve, Fire, Resolve]
+        );
+        let unique: std::collections::BTreeSet<_> = first.iter().map(|(_, id)| id).collect();
+        assert_eq!(unique.len(), 4);
+    }
+
+    #[test]
+    fn state_survives_a_json_round_trip() {
+        let (state, _) = run(&rule(), &[Some(1.0), Some(1.0), Some(99.0)]);
+        let json = serde_json::to_string(&state).unwrap();
+        let back: RuleState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, state);
+    }
 }
