@@ -1,0 +1,169 @@
+//! `serve`: binds the gRPC and HTTP listeners, then runs ingest, the API, the job runner and the
+//! retention sweeper until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use neurocloak_proto::v1::ingest_service_server::IngestServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+
+use crate::api::{ApiState, router};
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::schedule::{JobRunner, Leases, default_holder};
+use crate::store::{self, SharedStore};
+use crate::{Result, retention};
+
+/// A collector with its store open and its ports bound, ready to [`Server::run`].
+pub struct Server {
+    config: Config,
+    store: SharedStore,
+    metrics: Arc<Metrics>,
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Server> {
+        let store = store::open(&config.storage_uri(), &config.mongo_database).await?;
+        let metrics = Arc::new(Metrics::new()?);
+        let grpc = TcpListener::bind(config.grpc_addr).await?;
+        let http = TcpListener::bind(config.http_addr).await?;
+        Ok(Server {
+            config,
+            store,
+            metrics,
+            grpc,
+            http,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> Result<SocketAddr> {
+        Ok(self.grpc.local_addr()?)
+    }
+
+    pub fn http_addr(&self) -> Result<SocketAddr> {
+        Ok(self.http.local_addr()?)
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// Serves until `shutdown` completes, then stops background work and drains requests.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let Server {
+            config,
+            store,
+            metrics,
+            grpc,
+            http,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut background = Vec::new();
+        if config.jobs.enabled {
+            let holder = if config.jobs.holder.is_empty() {
+                default_holder()
+            } else {
+                config.jobs.holder.clone()
+            };
+            tracing::info!(%holder, "job runner started");
+            let leases = Leases::new(Arc::clone(&store), holder, config.jobs.lease_ms);
+            let poll = Duration::from_millis(config.jobs.poll_ms.max(10));
+            let runner = JobRunner::new(Arc::clone(&store), leases, Arc::clone(&metrics), poll);
+            background.push(tokio::spawn(runner.run(stop_rx.clone())));
+        }
+        background.push(tokio::spawn(retention::run(
+            Arc::clone(&store),
+            config.retention.clone(),
+            Arc::clone(&metrics),
+            stop_rx.clone(),
+        )));
+
+        let ingest = Ingest::new(
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            config.limits.clone(),
+        );
+        let ingest = IngestServiceServer::new(ingest)
+            .max_decoding_message_size(config.max_message_bytes)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<IngestServiceServer<Ingest>>().await;
+        let m = Arc::clone(&metrics);
+        let grpc_server = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(move |res| {
+                oversized_as_resource_exhausted(&m, res)
+            }))
+            .add_service(health_service)
+            .add_service(ingest);
+        let api = router(ApiState {
+            store: Arc::clone(&store),
+            auth: Authenticator::new(Arc::clone(&store)),
+            metrics: Arc::clone(&metrics),
+        });
+
+        let mut grpc_stop = stop_rx.clone();
+        let mut http_stop = stop_rx.clone();
+        let grpc_task = tokio::spawn(async move {
+            grpc_server
+                .serve_with_incoming_shutdown(TcpIncoming::from(grpc), async move {
+                    let _ = grpc_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let http_task = tokio::spawn(async move {
+            axum::serve(http, api)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        grpc_task.await??;
+        http_task.await??;
+        for task in background {
+            task.await?;
+        }
+        Ok(())
+    }
+}
+
+/// tonic answers an over-limit message with OUT_OF_RANGE; gRPC's convention (and what agents
+/// treat as "do not retry this as is") is RESOURCE_EXHAUSTED, as tonic already uses for an
+/// over-limit decompressed message.
+fn oversized_as_resource_exhausted<B>(
+    metrics: &Metrics,
+    mut res: http::Response<B>,
+) -> http::Response<B> {
+    let headers = res.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
+    let exhausted = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"8");
+    if out_of_range && too_large {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    }
+    if (out_of_range && too_large) || exhausted {
+        metrics.reject("oversized");
+    }
+    res
+}
