@@ -402,6 +402,23 @@ mod tests {
     }
 
     #[test]
+    fn oversized_keys_are_rejected_not_made_into_subjects() {
+        let long = "k".repeat(MAX_SUBJECT_KEY_LEN + 1);
+        let doc = json!({"drift": {"features": {long: {"psi": 1}, "ok": {"psi": 2}}}});
+        let read = Selector::parse("drift.features.*.psi")
+            .unwrap()
+            .read(&doc, 100);
+        assert_eq!(
+            read.samples,
+            vec![Sample {
+                subject: "ok".into(),
+                value: Some(2.0)
+            }]
+        );
+        assert_eq!(read.rejected, 1);
+    }
+
+    #[test]
     fn subject_cap_counts_rejections() {
         let doc =
             json!({"drift": {"features": {"a": {"psi": 1}, "b": {"psi": 2}, "c": {"psi": 3}}}});

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aes_gcm::aead::OsRng;
 use aes_gcm::aead::rand_core::RngCore;
+use futures_util::future::join_all;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
@@ -122,18 +123,18 @@ impl Notifier {
         })
     }
 
-    /// Sends `action` to each of its channels, looked up in `channels` by id. A channel id
-    /// that is not there yields a failed report rather than being skipped silently.
+    /// Sends `action` to each of its channels (looked up in `channels` by id) concurrently, so
+    /// one channel stuck in retries does not hold back the others; reports come back in the
+    /// action's channel order. A channel id that is not there yields a failed report rather
+    /// than being skipped silently.
     pub async fn dispatch(&self, action: &Action, channels: &[Channel]) -> Vec<DeliveryReport> {
-        let mut reports = Vec::with_capacity(action.channels.len());
-        for id in &action.channels {
-            let report = match channels.iter().find(|c| &c.id == id) {
+        join_all(action.channels.iter().map(|id| async move {
+            match channels.iter().find(|c| &c.id == id) {
                 Some(channel) => self.deliver(channel, &action.notification).await,
                 None => failed_before_sending(&action.notification, id, "unknown channel".into()),
-            };
-            reports.push(report);
-        }
-        reports
+            }
+        }))
+        .await
     }
 
     /// Delivers one notification to one channel, retrying per the policy.
