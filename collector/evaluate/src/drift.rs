@@ -186,6 +186,17 @@ pub struct FeatureDrift {
 }
 
 impl FeatureDrift {
+    /// How far past its threshold the deciding number is (> 1 means drifted): the ratio of
+    /// −log10 p-values for KS / chi-square, of statistic to threshold otherwise.
+    pub fn severity(&self) -> f64 {
+        if self.test.uses_p_value() {
+            let p = self.adjusted_p_value.unwrap_or(self.score).max(1e-300);
+            p.log10() / self.threshold.log10()
+        } else {
+            self.score / self.threshold
+        }
+    }
+
     /// e.g. "PSI 0.41 (>0.25)" or "KS p=0.003 (<0.05)".
     pub fn describe(&self) -> String {
         if self.test.uses_p_value() {

@@ -185,7 +185,7 @@ fn compare_values(
             .collect();
         unseen.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
         if total > 0.0 {
-            q.unseen_share = Some(unseen.iter().map(|u| u.1).sum::<f64>() / total);
+            q.unseen_share = Some(unseen.iter().fold(0.0, |acc, u| acc + u.1) / total);
         }
         q.unseen_values = unseen.iter().take(10).map(|u| u.0.clone()).collect();
     }

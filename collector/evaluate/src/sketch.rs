@@ -12,19 +12,50 @@ const MAX_KLL_LEVELS: usize = 60;
 /// Guard against absurd messages; 16 M items is far above any KLL state with k ≤ 65 536.
 const MAX_KLL_ITEMS: usize = 1 << 24;
 
-/// Normalised rank error of a KLL sketch with parameter `k`, for all quantile/CDF queries
-/// at once ("double-sided", 99 % confidence).
-///
-/// This is the empirical bound Apache DataSketches publishes for its KLL implementation
-/// (`KllSketch.getNormalizedRankError(k, true)` = 2.446 / k^0.9433; k = 200 → 0.0165),
-/// which matches the KLL paper's O(1/k) behaviour with the 2/3 capacity schedule.
-/// A sketch that never compacted (every item at level 0) is exact and has error 0:
-/// see [`WeightedSample::rank_error`].
-pub fn kll_rank_error(k: u32) -> f64 {
-    if k == 0 {
-        return 1.0;
+/// Failure probability of the rank-error bounds below: they hold with probability ≥ 99 %.
+pub const RANK_ERROR_DELTA: f64 = 0.01;
+/// Smallest compactor capacity of the SDK's KLL.
+const MIN_CAPACITY: u64 = 8;
+
+/// Capacity of level `h` in a KLL of `height` levels: ⌈k·(2/3)^depth⌉, at least 8.
+fn level_capacity(k: u32, height: usize, h: usize) -> u64 {
+    let depth = (height - 1 - h) as u32;
+    if depth > 30 {
+        return MIN_CAPACITY;
     }
-    (2.446 / f64::from(k).powf(0.9433)).min(1.0)
+    let num = u128::from(k) << depth;
+    let den = 3u128.pow(depth);
+    (num.div_ceil(den) as u64).max(MIN_CAPACITY)
+}
+
+/// Normalised rank error of one query, with probability ≥ 1 − δ:
+/// ε(δ) = sqrt(2·ln(2/δ)·S / n), S = Σ_{h<H−1} 2^h / (c_h − 1).
+///
+/// Each compaction at level h moves any rank by 0 or ±2^h with mean zero, and the m_h
+/// compactions there satisfy m_h·(c_h − 1)·2^h ≤ n, so Azuma–Hoeffding applies. This is the
+/// bound sdk-core documents for the sketches it writes (`sketch::kll::rank_error_bound`);
+/// it is 0 for a sketch of one level, which never compacted and is exact.
+pub fn rank_error_bound(k: u32, n: u64, height: usize, delta: f64) -> f64 {
+    if n == 0 || height <= 1 || !(delta > 0.0 && delta < 1.0) {
+        return 0.0;
+    }
+    let k = k.clamp(MIN_CAPACITY as u32, 1 << 16);
+    let height = height.min(MAX_KLL_LEVELS);
+    let s: f64 = (0..height - 1)
+        .map(|h| (1u64 << h) as f64 / (level_capacity(k, height, h) - 1) as f64)
+        .sum();
+    (2.0 * (2.0 / delta).ln() * s / n as f64).sqrt().min(1.0)
+}
+
+/// Rank error of every query at once (what a KS supremum needs): the one-query bound at
+/// δ/(m+1) on a grid of m = ⌈1/ε⌉ quantiles (union bound), plus the grid spacing 1/m.
+pub fn uniform_rank_error_bound(k: u32, n: u64, height: usize, delta: f64) -> f64 {
+    let eps = rank_error_bound(k, n, height, delta);
+    if eps == 0.0 {
+        return 0.0;
+    }
+    let m = (1.0 / eps).ceil();
+    (rank_error_bound(k, n, height, delta / (m + 1.0)) + 1.0 / m).min(1.0)
 }
 
 /// A KLL sketch flattened into sorted `(value, weight)` pairs.
@@ -67,13 +98,20 @@ impl WeightedSample {
             weight *= 2.0;
         }
         items.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let total = items.iter().map(|(_, w)| w).sum();
-        let exact = kll.levels.iter().skip(1).all(|l| l.items.is_empty());
+        let total: f64 = items.iter().map(|(_, w)| w).sum();
+        // n = Σ len(levels[i])·2^i holds exactly for the SDK's sketch (compactions halve the
+        // item count and double the weight); anything else is a corrupted or foreign sketch.
+        if (total - kll.n as f64).abs() > 0.5 {
+            return Err(EvalError::invalid(
+                what,
+                format!("KLL n = {} but its items weigh {total}", kll.n),
+            ));
+        }
         Ok(Self {
             items,
             total,
-            n: kll.n.max(count as u64),
-            rank_error: if exact { 0.0 } else { kll_rank_error(kll.k) },
+            n: kll.n,
+            rank_error: uniform_rank_error_bound(kll.k, kll.n, kll.levels.len(), RANK_ERROR_DELTA),
         })
     }
 
@@ -260,7 +298,15 @@ mod tests {
         assert_eq!(s.rank_error(), 0.0);
         assert!(WeightedSample::from_kll(&kll(vec![vec![f64::NAN]]), "x").is_err());
         assert!(WeightedSample::from_kll(&kll(vec![]), "x").is_err());
-        assert!((kll_rank_error(200) - 0.0165).abs() < 5e-4);
+        let mut wrong_n = kll(vec![vec![2.0, 1.0]]);
+        wrong_n.n = 3;
+        assert!(WeightedSample::from_kll(&wrong_n, "x").is_err());
+        // sdk-core's documented figure: ≈ 2.9 % at δ = 0.01, n = 10^6, k = 200 (one query).
+        let height = 13; // levels of a k = 200 sketch after 10^6 items
+        let one = rank_error_bound(200, 1_000_000, height, 0.01);
+        assert!(one > 0.01 && one < 0.04, "{one}");
+        assert!(uniform_rank_error_bound(200, 1_000_000, height, 0.01) > one);
+        assert_eq!(rank_error_bound(200, 1_000_000, 1, 0.01), 0.0);
     }
 
     #[test]

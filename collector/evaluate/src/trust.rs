@@ -224,7 +224,8 @@ pub struct TrustScore {
 
 /// Sub-scores of one component; the component takes the worst.
 struct Findings {
-    items: Vec<(String, f64)>,
+    /// (text, score, severity): severity orders findings that share a score.
+    items: Vec<(String, f64, f64)>,
 }
 
 impl Findings {
@@ -232,7 +233,10 @@ impl Findings {
         Self { items: Vec::new() }
     }
     fn add(&mut self, score: f64, text: impl Into<String>) {
-        self.items.push((text.into(), score));
+        self.items.push((text.into(), score, 0.0));
+    }
+    fn add_ranked(&mut self, score: f64, severity: f64, text: impl Into<String>) {
+        self.items.push((text.into(), score, severity));
     }
     fn score(&self) -> Option<f64> {
         self.items.iter().map(|i| i.1).reduce(f64::min)
@@ -280,15 +284,15 @@ fn drift(e: &WindowEvaluation, cfg: &TrustConfig) -> std::result::Result<Finding
     }
     let mut f = Findings::new();
     let share_score = cfg.drift_share.score(d.drifted_share);
-    f.add(
-        share_score,
-        format!("{} of {} features drifted", d.drifted, d.evaluated),
-    );
-    for x in d.features.iter().filter(|x| x.drifted) {
+    if d.drifted == 0 {
         f.add(
             share_score,
-            format!("feature `{}` drifted: {}", x.feature, x.describe()),
+            format!("0 of {} features drifted", d.evaluated),
         );
+    }
+    for x in d.features.iter().filter(|x| x.drifted) {
+        let text = format!("feature `{}` drifted: {}", x.feature, x.describe());
+        f.add_ranked(share_score, x.severity(), text);
     }
     if let Some(p) = d.prediction.as_ref().filter(|p| p.drifted) {
         f.add(
@@ -460,6 +464,17 @@ fn operations(e: &WindowEvaluation, cfg: &TrustConfig) -> std::result::Result<Fi
     Ok(f)
 }
 
+/// The most costly reason of each component first (so one component cannot crowd out the
+/// others), then the rest in order of impact.
+fn top_reasons(sorted: Vec<Reason>, limit: usize) -> Vec<Reason> {
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut first, mut rest): (Vec<Reason>, Vec<Reason>) =
+        sorted.into_iter().partition(|r| seen.insert(r.component));
+    first.append(&mut rest);
+    first.truncate(limit);
+    first
+}
+
 /// Weighted mean of the available component scores; weights renormalised over them.
 /// Monotone: lowering any one score never raises the result.
 pub fn combine(
@@ -560,27 +575,34 @@ pub fn trust_score(e: &WindowEvaluation, cfg: &TrustConfig, history: &[f64]) -> 
         .iter()
         .map(|c| (c.component, c.effective_weight))
         .collect();
-    let mut reasons: Vec<Reason> = findings
+    let mut ranked: Vec<(Reason, f64)> = findings
         .into_iter()
         .flat_map(|(c, f)| {
             let w = effective.get(&c).copied().unwrap_or(0.0);
             f.items
                 .into_iter()
                 .filter(|i| i.1 < 100.0)
-                .map(move |(text, score)| Reason {
-                    component: c,
-                    text,
-                    score,
-                    impact: w * (100.0 - score),
+                .map(move |(text, score, severity)| {
+                    let impact = w * (100.0 - score);
+                    (
+                        Reason {
+                            component: c,
+                            text,
+                            score,
+                            impact,
+                        },
+                        severity,
+                    )
                 })
         })
         .collect();
-    reasons.sort_by(|a, b| {
-        b.impact
-            .total_cmp(&a.impact)
-            .then_with(|| a.text.cmp(&b.text))
+    ranked.sort_by(|a, b| {
+        b.0.impact
+            .total_cmp(&a.0.impact)
+            .then(b.1.total_cmp(&a.1))
+            .then_with(|| a.0.text.cmp(&b.0.text))
     });
-    reasons.truncate(cfg.top_reasons);
+    let reasons = top_reasons(ranked.into_iter().map(|r| r.0).collect(), cfg.top_reasons);
     let score = combine(&scores, &cfg.weights);
     Ok(TrustScore {
         score,
