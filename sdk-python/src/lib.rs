@@ -1,7 +1,14 @@
 //! `neurocloak._native`: the PyO3 module behind the `neurocloak` Python package.
 //! It only converts types, maps errors and registers; all logic lives in `neurocloak-core`.
 
+mod array;
+mod batch;
+mod cell;
+mod config;
 mod errors;
+mod monitor;
+mod row;
+mod snapshot;
 
 use pyo3::prelude::*;
 
@@ -9,5 +16,6 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
+    m.add_class::<monitor::PyMonitor>()?;
     Ok(())
 }
