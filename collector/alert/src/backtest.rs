@@ -22,7 +22,7 @@ pub fn backtest(rule: &Rule, history: &[(i64, Value)]) -> Result<Vec<Transition>
     });
     let mut state = RuleState::new(rule.id.clone(), "backtest");
     for (start, doc) in ordered {
-        (state, _) = engine.observe(state, rule, *start, doc, *start)?;
+        (state, _) = engine.observe(&state, rule, *start, doc, *start)?;
     }
     Ok(state.history)
 }

@@ -95,7 +95,7 @@ mod tests {
             let mut fired = Vec::new();
             for (i, doc) in docs.iter().enumerate() {
                 let (next, actions) = engine
-                    .observe(state, rule, i as i64 * 60_000, doc, 0)
+                    .observe(&state, rule, i as i64 * 60_000, doc, 0)
                     .unwrap();
                 state = next;
                 fired.extend(

@@ -257,19 +257,22 @@ impl Engine {
         Self { config }
     }
 
-    /// Feeds one window's metrics document through the rule. Windows must arrive in order:
+    /// Feeds one window's metrics document through the rule and returns the new state; the
+    /// state passed in is left untouched, so an error never costs the caller its state.
+    /// Windows must arrive in order:
     /// a window at or before the last one observed is ignored and counted, which makes
     /// repeated evaluation of the same window idempotent.
     pub fn observe(
         &self,
-        mut state: RuleState,
+        state: &RuleState,
         rule: &Rule,
         window_start_ms: i64,
         doc: &Value,
         now_ms: i64,
     ) -> Result<(RuleState, Vec<Action>)> {
-        check_state(&state, rule)?;
+        check_state(state, rule)?;
         let selector = rule.selector()?;
+        let mut state = state.clone();
         match state.last_window_ms {
             Some(last) if window_start_ms == last => {
                 state.repeated_windows += 1;
@@ -303,11 +306,12 @@ impl Engine {
     /// same `now` does nothing more.
     pub fn tick(
         &self,
-        mut state: RuleState,
+        state: &RuleState,
         rule: &Rule,
         now_ms: i64,
     ) -> Result<(RuleState, Vec<Action>)> {
-        check_state(&state, rule)?;
+        check_state(state, rule)?;
+        let mut state = state.clone();
         let mut step = self.step(&mut state, rule, now_ms);
         let subjects: Vec<String> = step
             .state
@@ -327,7 +331,7 @@ impl Engine {
     /// Acknowledging twice keeps the first acknowledgement.
     pub fn acknowledge(
         &self,
-        mut state: RuleState,
+        state: &RuleState,
         dedup_key: &str,
         user: &str,
         now_ms: i64,
@@ -337,6 +341,7 @@ impl Engine {
                 "user must be 1..={MAX_USER_LEN} bytes"
             )));
         }
+        let mut state = state.clone();
         let Some(subject) = state
             .alerts
             .iter()
@@ -725,7 +730,7 @@ mod tests {
         for (i, v) in values.iter().enumerate() {
             let doc = v.map_or(json!({}), |v| json!({"trust_score": v}));
             let w = i as i64 * MIN;
-            let (next, actions) = engine.observe(state, rule, w, &doc, w + MIN).unwrap();
+            let (next, actions) = engine.observe(&state, rule, w, &doc, w + MIN).unwrap();
             state = next;
             kinds.push(actions.iter().map(|a| a.notification.kind).collect());
         }
@@ -826,16 +831,16 @@ mod tests {
         };
         let doc = json!({"trust_score": 10});
         let (mut state, actions) = engine
-            .observe(RuleState::new("r", ""), &r, 5 * MIN, &doc, 0)
+            .observe(&RuleState::new("r", ""), &r, 5 * MIN, &doc, 0)
             .unwrap();
         assert_eq!(actions.len(), 1);
         for _ in 0..3 {
-            let (next, actions) = engine.observe(state, &r, 5 * MIN, &doc, 1).unwrap();
+            let (next, actions) = engine.observe(&state, &r, 5 * MIN, &doc, 1).unwrap();
             assert!(actions.is_empty());
             state = next;
         }
         let (state, actions) = engine
-            .observe(state, &r, 4 * MIN, &json!({"trust_score": 99}), 2)
+            .observe(&state, &r, 4 * MIN, &json!({"trust_score": 99}), 2)
             .unwrap();
         assert!(actions.is_empty());
         assert_eq!((state.repeated_windows, state.stale_windows), (3, 1));
@@ -852,7 +857,7 @@ mod tests {
         let t0 = 1_000_000;
         let (state, fire) = engine
             .observe(
-                RuleState::new("r", ""),
+                &RuleState::new("r", ""),
                 &r,
                 0,
                 &json!({"trust_score": 1}),
@@ -860,20 +865,20 @@ mod tests {
             )
             .unwrap();
         let key = fire[0].notification.dedup_key.clone();
-        let (state, a) = engine.tick(state, &r, t0 + 599_999).unwrap();
+        let (state, a) = engine.tick(&state, &r, t0 + 599_999).unwrap();
         assert!(a.is_empty());
-        let (state, a) = engine.tick(state, &r, t0 + 600_000).unwrap();
+        let (state, a) = engine.tick(&state, &r, t0 + 600_000).unwrap();
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].notification.kind, NotificationKind::Escalate);
         assert_eq!(a[0].channels, vec!["pager".to_owned()]);
-        let (state, a) = engine.tick(state, &r, t0 + 600_000).unwrap();
+        let (state, a) = engine.tick(&state, &r, t0 + 600_000).unwrap();
         assert!(
             a.is_empty(),
             "a second tick at the same time must not re-escalate"
         );
-        let (state, a) = engine.tick(state, &r, t0 + 3_600_000).unwrap();
+        let (state, a) = engine.tick(&state, &r, t0 + 3_600_000).unwrap();
         assert_eq!(a[0].notification.kind, NotificationKind::Renotify);
-        let (state, a) = engine.tick(state, &r, t0 + 7_200_000).unwrap();
+        let (state, a) = engine.tick(&state, &r, t0 + 7_200_000).unwrap();
         assert_eq!(a[0].notification.kind, NotificationKind::Renotify);
         let renotify_ids: Vec<_> = state.history.iter().map(|t| t.kind).collect();
         assert_eq!(
@@ -885,27 +890,27 @@ mod tests {
         );
 
         let state = engine
-            .acknowledge(state, &key, "alice", t0 + 7_300_000)
+            .acknowledge(&state, &key, "alice", t0 + 7_300_000)
             .unwrap();
         let ack = state.alert(&key).unwrap().acknowledged.clone().unwrap();
         assert_eq!((ack.by.as_str(), ack.at_ms), ("alice", t0 + 7_300_000));
         let state = engine
-            .acknowledge(state, &key, "bob", t0 + 7_400_000)
+            .acknowledge(&state, &key, "bob", t0 + 7_400_000)
             .unwrap();
         assert_eq!(
             state.alert(&key).unwrap().acknowledged.as_ref().unwrap().by,
             "alice"
         );
-        let (state, a) = engine.tick(state, &r, t0 + 99_000_000).unwrap();
+        let (state, a) = engine.tick(&state, &r, t0 + 99_000_000).unwrap();
         assert!(a.is_empty(), "acknowledged alerts stay quiet");
 
         // Resolution reaches the escalation channel too, since it was paged.
         let healthy = json!({"trust_score": 90});
         let (state, _) = engine
-            .observe(state, &r, MIN, &healthy, t0 + 99_000_001)
+            .observe(&state, &r, MIN, &healthy, t0 + 99_000_001)
             .unwrap();
         let (_, a) = engine
-            .observe(state, &r, 2 * MIN, &healthy, t0 + 99_000_002)
+            .observe(&state, &r, 2 * MIN, &healthy, t0 + 99_000_002)
             .unwrap();
         assert_eq!(a[0].notification.kind, NotificationKind::Resolve);
         assert_eq!(a[0].channels, vec!["hook".to_owned(), "pager".to_owned()]);
@@ -916,17 +921,15 @@ mod tests {
         let engine = Engine::default();
         let (state, _) = run(&rule(), &[Some(55.0)]);
         let key = only(&state).dedup_key.clone();
-        let err = engine.acknowledge(state.clone(), &key, "a", 0).unwrap_err();
+        let err = engine.acknowledge(&state, &key, "a", 0).unwrap_err();
         assert!(matches!(err, AlertError::NotFiring { .. }), "{err}");
         assert_eq!(err.http_status(), 409);
-        let err = engine
-            .acknowledge(state.clone(), "nope", "a", 0)
-            .unwrap_err();
+        let err = engine.acknowledge(&state, "nope", "a", 0).unwrap_err();
         assert_eq!(err.http_status(), 404);
-        let err = engine.acknowledge(state.clone(), &key, " ", 0).unwrap_err();
+        let err = engine.acknowledge(&state, &key, " ", 0).unwrap_err();
         assert_eq!(err.http_status(), 400);
         let err = engine
-            .acknowledge(state, &key, &"u".repeat(1000), 0)
+            .acknowledge(&state, &key, &"u".repeat(1000), 0)
             .unwrap_err();
         assert_eq!(err.http_status(), 400);
     }
@@ -934,7 +937,7 @@ mod tests {
     #[test]
     fn wrong_state_for_rule_is_rejected() {
         let err = Engine::default()
-            .observe(RuleState::new("other", ""), &rule(), 0, &json!({}), 0)
+            .observe(&RuleState::new("other", ""), &rule(), 0, &json!({}), 0)
             .unwrap_err();
         assert!(matches!(err, AlertError::StateMismatch { .. }));
     }
@@ -952,7 +955,7 @@ mod tests {
         };
         let doc = json!({"drift": {"features": {"a": {"psi": 0.3}, "b": {"psi": 0.4}, "c": {"psi": 0.1}}}});
         let (state, actions) = engine
-            .observe(RuleState::new("r", "m@1"), &r, 0, &doc, 0)
+            .observe(&RuleState::new("r", "m@1"), &r, 0, &doc, 0)
             .unwrap();
         let subjects: Vec<_> = actions
             .iter()
@@ -990,13 +993,13 @@ mod tests {
         let doc =
             json!({"drift": {"features": {"a": {"psi": 1}, "b": {"psi": 1}, "c": {"psi": 1}}}});
         let (state, actions) = engine
-            .observe(RuleState::new("r", ""), &r, 0, &doc, 0)
+            .observe(&RuleState::new("r", ""), &r, 0, &doc, 0)
             .unwrap();
         assert_eq!(actions.len(), 2);
         assert_eq!(state.rejected_subjects, 1);
         let doc2 =
             json!({"drift": {"features": {"a": {"psi": 0}, "b": {"psi": 0}, "d": {"psi": 1}}}});
-        let (state, actions) = engine.observe(state, &r, MIN, &doc2, 1).unwrap();
+        let (state, actions) = engine.observe(&state, &r, MIN, &doc2, 1).unwrap();
         // a and b resolve; d takes the slot of the longest-resolved alert.
         assert_eq!(actions.len(), 3);
         assert!(state.alerts.contains_key("d"));
@@ -1021,7 +1024,9 @@ mod tests {
             let mut ids = Vec::new();
             for (i, v) in v.iter().enumerate() {
                 let doc = json!({"trust_score": v});
-                let (next, a) = engine.observe(state, &r, i as i64, &doc, i as i64).unwrap();
+                let (next, a) = engine
+                    .observe(&state, &r, i as i64, &doc, i as i64)
+                    .unwrap();
                 state = next;
                 ids.extend(
                     a.into_iter()

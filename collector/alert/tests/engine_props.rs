@@ -127,8 +127,8 @@ proptest! {
         for (i, (step, doc)) in windows.iter().enumerate() {
             window += step * 60_000;
             let now = i as i64 * 60_000;
-            let (next, actions) = engine.observe(state, &rule, window, doc, now).unwrap();
-            let (next, timer_actions) = engine.tick(next, &rule, now + 30_000).unwrap();
+            let (next, actions) = engine.observe(&state, &rule, window, doc, now).unwrap();
+            let (next, timer_actions) = engine.tick(&next, &rule, now + 30_000).unwrap();
             state = next;
             prop_assert!(state.alerts.len() <= 4);
             prop_assert!(state.history.len() <= 16);
@@ -146,7 +146,7 @@ proptest! {
                 prop_assert!(serde_json::to_vec(&action.notification).is_ok());
             }
             if let Some(key) = state.alerts.values().find(|a| a.status == Status::Firing).map(|a| a.dedup_key.clone()) {
-                state = engine.acknowledge(state, &key, "prop", now).unwrap();
+                state = engine.acknowledge(&state, &key, "prop", now).unwrap();
             }
         }
         let history: Vec<(i64, Value)> = windows.into_iter().enumerate().map(|(i, (_, d))| (i as i64, d)).collect();
@@ -165,14 +165,14 @@ proptest! {
         let engine = Engine::default();
         let mut state = RuleState::new("prop", "");
         for w in 0..rule.for_windows {
-            state = engine.observe(state, &rule, w, &doc, w).unwrap().0;
+            state = engine.observe(&state, &rule, w, &doc, w).unwrap().0;
         }
         prop_assert!(state.alerts.values().any(|a| a.status == Status::Firing), "{:?}", state);
         // Then only documents whose selected values are not numbers: strip every number.
         for (i, mut junk) in junk.into_iter().enumerate() {
             strip_numbers(&mut junk);
             let w = rule.for_windows + i as i64;
-            let (next, actions) = engine.observe(state, &rule, w, &junk, w).unwrap();
+            let (next, actions) = engine.observe(&state, &rule, w, &junk, w).unwrap();
             state = next;
             prop_assert!(actions.iter().all(|a| a.notification.kind != NotificationKind::Resolve));
         }

@@ -276,18 +276,22 @@ impl Harness {
     }
 
     async fn window(&mut self, minute: i64, doc: Value) -> Vec<NotificationKind> {
-        let state = std::mem::replace(&mut self.state, RuleState::new("", ""));
         let (state, actions) = self
             .engine
-            .observe(state, &self.rule, minute * MIN, &doc, minute * MIN + MIN)
+            .observe(
+                &self.state,
+                &self.rule,
+                minute * MIN,
+                &doc,
+                minute * MIN + MIN,
+            )
             .unwrap();
         self.state = state;
         self.send(actions).await
     }
 
     async fn tick(&mut self, now_ms: i64) -> Vec<NotificationKind> {
-        let state = std::mem::replace(&mut self.state, RuleState::new("", ""));
-        let (state, actions) = self.engine.tick(state, &self.rule, now_ms).unwrap();
+        let (state, actions) = self.engine.tick(&self.state, &self.rule, now_ms).unwrap();
         self.state = state;
         self.send(actions).await
     }
@@ -338,7 +342,7 @@ async fn full_lifecycle_fires_once_is_acknowledged_and_resolves() {
     let key = h.key();
     h.state = h
         .engine
-        .acknowledge(h.state.clone(), &key, "alice@example.com", 4 * MIN)
+        .acknowledge(&h.state, &key, "alice@example.com", 4 * MIN)
         .unwrap();
     // Past the escalation timeout and the renotify interval, nothing is sent: acknowledged.
     assert!(h.tick(4 * MIN + 3_601_000).await.is_empty());
@@ -486,7 +490,7 @@ fn sample_action(channels: &[&str]) -> Action {
     };
     let (_, mut actions) = engine
         .observe(
-            RuleState::new("trust", "credit@v3"),
+            &RuleState::new("trust", "credit@v3"),
             &rule,
             0,
             &trust(12.5),
