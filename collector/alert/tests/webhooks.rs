@@ -17,7 +17,8 @@ use axum::routing::post;
 use neurocloak_alert::notify::{DEFAULT_TOLERANCE, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use neurocloak_alert::{
     Action, AttemptOutcome, Channel, ChannelKind, Comparator, Engine, Escalation, NotificationKind,
-    Notifier, RetryPolicy, Rule, RuleState, Severity, Status, TransitionKind, verify_signature,
+    Notifier, RetryPolicy, Rule, RuleState, SecretBox, Severity, Status, TransitionKind,
+    verify_signature,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -39,8 +40,8 @@ struct Received {
 #[derive(Default)]
 struct Inner {
     accepted: Vec<Received>,
-    /// Replies to give before accepting anything: (status, Retry-After seconds).
-    failures: VecDeque<(u16, Option<u64>)>,
+    /// Per path, replies to give before accepting anything: (status, Retry-After seconds).
+    failures: BTreeMap<String, VecDeque<(u16, Option<u64>)>>,
     failed_requests: usize,
     bad_signatures: usize,
     seen_ids: Vec<String>,
@@ -86,11 +87,12 @@ impl Receiver {
         format!("http://{}/{path}", self.addr)
     }
 
-    fn fail_next(&self, replies: &[(u16, Option<u64>)]) {
-        self.inner
-            .lock()
-            .unwrap()
+    fn fail_next(&self, path: &str, replies: &[(u16, Option<u64>)]) {
+        let mut inner = self.inner.lock().unwrap();
+        inner
             .failures
+            .entry(path.to_owned())
+            .or_default()
             .extend(replies.iter().copied());
     }
 
@@ -143,7 +145,8 @@ async fn accept(
     body: Bytes,
 ) -> Response {
     let mut inner = inner.lock().unwrap();
-    if let Some((status, retry_after)) = inner.failures.pop_front() {
+    let planned = inner.failures.get_mut(&path).and_then(VecDeque::pop_front);
+    if let Some((status, retry_after)) = planned {
         inner.failed_requests += 1;
         let mut response = StatusCode::from_u16(status).unwrap().into_response();
         if let Some(secs) = retry_after {
@@ -198,7 +201,17 @@ async fn accept(
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// The channels as the collector would use them: stored sealed, opened just before sending.
 fn channels(receiver: &Receiver) -> Vec<Channel> {
+    let secrets = SecretBox::new(&[42; 32]);
+    stored_channels(receiver)
+        .iter()
+        .map(|c| c.seal(&secrets).unwrap())
+        .map(|sealed| sealed.open(&secrets).unwrap())
+        .collect()
+}
+
+fn stored_channels(receiver: &Receiver) -> Vec<Channel> {
     let webhook = |id: &str| Channel {
         id: id.into(),
         kind: ChannelKind::Webhook,
@@ -505,7 +518,7 @@ fn sample_action(channels: &[&str]) -> Action {
 #[tokio::test]
 async fn server_errors_and_429_are_retried_and_delivered_exactly_once() {
     let receiver = Receiver::start().await;
-    receiver.fail_next(&[(503, None), (500, None), (429, Some(1))]);
+    receiver.fail_next("hook", &[(503, None), (500, None), (429, Some(1))]);
     let notifier = Notifier::new(fast_policy()).unwrap();
     let reports = notifier
         .dispatch(&sample_action(&["hook"]), &channels(&receiver))
@@ -575,7 +588,7 @@ async fn receiver_down_then_up_gets_the_notification_once() {
 #[tokio::test]
 async fn refusals_are_not_retried_and_attempts_are_bounded() {
     let receiver = Receiver::start().await;
-    receiver.fail_next(&[(400, None)]);
+    receiver.fail_next("hook", &[(400, None)]);
     let notifier = Notifier::new(fast_policy()).unwrap();
     let report = notifier
         .dispatch(&sample_action(&["hook"]), &channels(&receiver))
@@ -585,7 +598,7 @@ async fn refusals_are_not_retried_and_attempts_are_bounded() {
     assert_eq!(report.attempts.len(), 1);
     assert_eq!(report.attempts[0].outcome, AttemptOutcome::Failed);
 
-    receiver.fail_next(&[(503, None); 10]);
+    receiver.fail_next("hook", &[(503, None); 10]);
     let report = notifier
         .dispatch(&sample_action(&["hook"]), &channels(&receiver))
         .await
@@ -595,7 +608,7 @@ async fn refusals_are_not_retried_and_attempts_are_bounded() {
     assert_eq!(report.attempts[4].outcome, AttemptOutcome::Failed);
 
     receiver.inner.lock().unwrap().failures.clear();
-    receiver.fail_next(&[(429, Some(3600))]);
+    receiver.fail_next("hook", &[(429, Some(3600))]);
     let report = notifier
         .dispatch(&sample_action(&["hook"]), &channels(&receiver))
         .await
@@ -704,6 +717,30 @@ async fn slack_payload_has_text_and_blocks() {
     assert!(
         context.contains("rule `trust`") && context.contains("<!date^0^"),
         "{context}"
+    );
+    receiver.stop().await;
+}
+
+#[tokio::test]
+async fn a_retrying_channel_does_not_delay_the_others() {
+    let receiver = Receiver::start().await;
+    receiver.fail_next("hook", &[(503, Some(1)), (503, Some(1))]);
+    let notifier = Notifier::new(fast_policy()).unwrap();
+    let reports = notifier
+        .dispatch(&sample_action(&["hook", "slack"]), &channels(&receiver))
+        .await;
+    let (hook, slack) = (&reports[0], &reports[1]);
+    assert_eq!(
+        (hook.channel_id.as_str(), slack.channel_id.as_str()),
+        ("hook", "slack")
+    );
+    assert!(hook.delivered && slack.delivered);
+    assert_eq!((hook.attempts.len(), slack.attempts.len()), (3, 1));
+    let hook_done = hook.attempts[2].started_at_ms;
+    let slack_done = slack.attempts[0].started_at_ms + slack.attempts[0].elapsed_ms as i64;
+    assert!(
+        slack_done + 1500 <= hook_done,
+        "slack {slack_done} vs hook {hook_done}"
     );
     receiver.stop().await;
 }
