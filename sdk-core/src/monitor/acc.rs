@@ -94,24 +94,34 @@ impl NumAcc {
     }
 
     fn add_finite(&mut self, xs: &[f64]) {
-        self.moments.push_slice(xs);
+        if xs.is_empty() {
+            return;
+        }
+        let m = Moments::of_slice(xs);
+        self.moments.merge(&m);
         if let Some(b) = &mut self.bins {
             b.push_slice(xs);
         }
-        self.kll.update_slice(xs);
+        let (lo, hi) = (
+            m.min().unwrap_or(f64::INFINITY),
+            m.max().unwrap_or(f64::NEG_INFINITY),
+        );
+        self.kll.update_finite(xs, lo, hi);
     }
 
     /// Adds a slice: counts the non-finite values, and when there are none hands the slice
     /// itself to the sketches (no copy).
     fn push_slice(&mut self, xs: &[f64]) {
-        self.counters.count += xs.len() as u64;
-        if xs.iter().all(|x| x.is_finite()) {
-            self.add_finite(xs);
-            return;
-        }
-        for &x in xs {
-            self.counters.count -= 1;
-            self.push(x);
+        // Chunks keep each level-0 sort small and the memory bounded whatever the batch size.
+        for c in xs.chunks(PENDING) {
+            if c.iter().all(|x| x.is_finite()) {
+                self.counters.count += c.len() as u64;
+                self.add_finite(c);
+            } else {
+                for &x in c {
+                    self.push(x);
+                }
+            }
         }
     }
 
@@ -182,6 +192,37 @@ impl BoolAcc {
             counters: self.counters,
             numeric: None,
             categorical: Some(CategoricalProfile { items, hll: None }),
+        }
+    }
+}
+
+/// Prediction or label of a classification task: counts per class index, turned into a
+/// categorical profile over the class names when the window closes.
+#[derive(Debug)]
+pub(crate) struct ClassAcc {
+    counters: Counters,
+    counts: Vec<u64>,
+}
+
+impl ClassAcc {
+    fn into_profile(self, classes: &[String]) -> ColumnProfile {
+        let mut items = FrequentItems::default();
+        let mut hll = Hll::default();
+        for (name, &c) in classes.iter().zip(&self.counts) {
+            if c > 0 {
+                let h = hash_bytes(name.as_bytes());
+                items.update_hashed(name, h, c);
+                hll.update_hash(h);
+            }
+        }
+        ColumnProfile {
+            kind: FeatureKind::Categorical,
+            counters: self.counters,
+            numeric: None,
+            categorical: Some(CategoricalProfile {
+                items,
+                hll: Some(hll),
+            }),
         }
     }
 }
@@ -309,18 +350,153 @@ fn record_dictionary(a: &mut CatAcc, codes: &[i32], values: &[&str], max_len: us
     }
 }
 
+/// Where the feature values of the row being finished come from.
+#[derive(Clone, Copy)]
+enum RowSrc<'r, 'v> {
+    Named(&'r [(&'r str, Value<'v>)]),
+    Indexed(&'r [Value<'v>]),
+    Batch {
+        batch: &'r Batch<'v>,
+        positions: &'r [Option<usize>],
+        row: usize,
+    },
+}
+
+impl<'v> RowSrc<'_, 'v> {
+    /// Value of schema column `i`.
+    fn feature(&self, layout: &Layout, i: usize) -> Value<'v> {
+        match *self {
+            RowSrc::Named(f) => {
+                let name = &layout.names[i];
+                f.get(i)
+                    .filter(|(n, _)| n == name)
+                    .or_else(|| f.iter().find(|(n, _)| n == name))
+                    .map_or(Value::Missing, |(_, v)| *v)
+            }
+            RowSrc::Indexed(v) => v.get(i).copied().unwrap_or(Value::Missing),
+            RowSrc::Batch {
+                batch,
+                positions,
+                row,
+            } => positions[i]
+                .and_then(|pos| batch.features[pos].value(row))
+                .unwrap_or(Value::Missing),
+        }
+    }
+
+    /// Every value of the row by name, including features outside the schema.
+    fn all(&self, layout: &Layout) -> Vec<(String, Value<'v>)> {
+        match *self {
+            RowSrc::Named(f) => f.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect(),
+            RowSrc::Indexed(v) => layout
+                .names
+                .iter()
+                .zip(v)
+                .map(|(n, v)| (n.clone(), *v))
+                .collect(),
+            RowSrc::Batch { batch, row, .. } => batch
+                .features
+                .iter()
+                .map(|c| (c.name.to_owned(), c.value(row).unwrap_or(Value::Missing)))
+                .collect(),
+        }
+    }
+}
+
+/// Prediction or label column: a class counter for classification, a numeric column otherwise.
+#[derive(Debug)]
+enum OutcomeCol {
+    Class(ClassAcc),
+    Num(NumAcc),
+}
+
+impl OutcomeCol {
+    fn new(s: &Settings) -> Self {
+        if s.is_classification() {
+            OutcomeCol::Class(ClassAcc {
+                counters: Counters::default(),
+                counts: vec![0; s.classes.len()],
+            })
+        } else {
+            OutcomeCol::Num(NumAcc::new(None))
+        }
+    }
+
+    /// Counts the value; returns its class index for classification.
+    #[inline]
+    fn record(&mut self, s: &Settings, v: Value<'_>) -> Option<usize> {
+        match self {
+            OutcomeCol::Num(a) => {
+                match v {
+                    Value::Number(x) => a.push(x),
+                    other => {
+                        a.counters.count += 1;
+                        if other == Value::Missing {
+                            a.counters.missing += 1;
+                        } else {
+                            a.counters.type_mismatch += 1;
+                        }
+                    }
+                }
+                None
+            }
+            OutcomeCol::Class(a) => {
+                a.counters.count += 1;
+                match s.class_index(v) {
+                    Ok(Some(i)) => {
+                        a.counts[i] += 1;
+                        Some(i)
+                    }
+                    Ok(None) => {
+                        a.counters.missing += 1;
+                        None
+                    }
+                    Err(()) => {
+                        a.counters.type_mismatch += 1;
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn counters(&mut self) -> &mut Counters {
+        match self {
+            OutcomeCol::Class(a) => &mut a.counters,
+            OutcomeCol::Num(a) => &mut a.counters,
+        }
+    }
+
+    fn into_profile(self, s: &Settings) -> ColumnProfile {
+        match self {
+            OutcomeCol::Class(a) => a.into_profile(&s.classes),
+            OutcomeCol::Num(a) => a.into_profile(),
+        }
+    }
+}
+
+/// Outcome of a row resolved against the task.
+struct Resolved<'s> {
+    predicted: Option<usize>,
+    label: Option<usize>,
+    scores: &'s [f64],
+}
+
 /// One shard's accumulator for one window.
 #[derive(Debug)]
 pub(crate) struct WindowAcc {
     pub start: i64,
     pub layout: Arc<Layout>,
+    /// Created before any schema was known (by a latency or error record): adopts the
+    /// monitor's layout on its first row.
+    pub placeholder: bool,
     settings: Arc<Settings>,
     rows: u64,
     cols: Vec<ColAcc>,
     marks: Vec<u32>,
     generation: u32,
-    prediction: ColAcc,
-    label: ColAcc,
+    prediction: OutcomeCol,
+    label: OutcomeCol,
     outcomes: Outcomes,
     groups: HashMap<String, GroupProfile>,
     key_buf: String,
@@ -334,43 +510,18 @@ pub(crate) struct WindowAcc {
     extra_features: u64,
 }
 
-/// Outcome of a row resolved against the task.
-struct Resolved<'s> {
-    predicted: Option<usize>,
-    label: Option<usize>,
-    scores: &'s [f64],
-}
-
 impl WindowAcc {
     pub(crate) fn new(start: i64, layout: Arc<Layout>, settings: Arc<Settings>, salt: u64) -> Self {
-        let cols = (0..layout.names.len())
-            .map(|i| ColAcc::new(layout.kinds[i], layout.edges[i].as_ref()))
-            .collect();
-        let out_kind = if settings.is_classification() {
-            FeatureKind::Categorical
-        } else {
-            FeatureKind::Numeric
-        };
-        let outcomes = if settings.is_classification() {
-            Outcomes {
-                classification: Some(ClassificationOutcomes::new(settings.classes.len() as u32)),
-                regression: None,
-            }
-        } else {
-            Outcomes {
-                classification: None,
-                regression: Some(RegressionOutcomes::default()),
-            }
-        };
         let seed = settings.seed ^ (start as u64).rotate_left(23) ^ salt.rotate_left(47);
-        Self {
+        let mut acc = Self {
             start,
-            marks: vec![0; layout.names.len()],
+            placeholder: false,
+            marks: Vec::new(),
             generation: 0,
-            cols,
-            prediction: ColAcc::new(out_kind, None),
-            label: ColAcc::new(out_kind, None),
-            outcomes,
+            cols: Vec::new(),
+            prediction: OutcomeCol::new(&settings),
+            label: OutcomeCol::new(&settings),
+            outcomes: empty_outcomes(&settings),
             groups: HashMap::new(),
             key_buf: String::new(),
             keys: Vec::new(),
@@ -382,9 +533,22 @@ impl WindowAcc {
             predictions_dropped: 0,
             extra_features: 0,
             rows: 0,
-            layout,
+            layout: Arc::clone(&layout),
             settings,
-        }
+        };
+        acc.adopt(layout);
+        acc
+    }
+
+    /// Switches to `layout`; only valid before the first row.
+    pub(crate) fn adopt(&mut self, layout: Arc<Layout>) {
+        debug_assert_eq!(self.rows, 0);
+        self.cols = (0..layout.names.len())
+            .map(|i| ColAcc::new(layout.kinds[i], layout.edges[i].as_ref()))
+            .collect();
+        self.marks = vec![0; layout.names.len()];
+        self.layout = layout;
+        self.placeholder = false;
     }
 
     /// Records a row given by feature name.
@@ -422,21 +586,7 @@ impl WindowAcc {
             extra = true;
         }
         self.extra_features += u64::from(extra);
-        let layout = Arc::clone(&self.layout);
-        let lookup = |i: usize| {
-            let name = &layout.names[i];
-            features
-                .get(i)
-                .filter(|(n, _)| n == name)
-                .or_else(|| features.iter().find(|(n, _)| n == name))
-                .map_or(Value::Missing, |(_, v)| *v)
-        };
-        self.finish_row(p, now_ms, &lookup, &|| {
-            features
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), *v))
-                .collect()
-        });
+        self.finish_row(p, now_ms, RowSrc::Named(features));
     }
 
     /// Records a row given in schema order.
@@ -450,215 +600,78 @@ impl WindowAcc {
             c.record(Value::Missing, max_len);
         }
         self.extra_features += u64::from(values.len() != n);
-        let layout = Arc::clone(&self.layout);
-        let lookup = |i: usize| values.get(i).copied().unwrap_or(Value::Missing);
-        self.finish_row(p, now_ms, &lookup, &|| {
-            layout
-                .names
-                .iter()
-                .zip(values)
-                .map(|(n, v)| (n.clone(), *v))
-                .collect()
-        });
+        self.finish_row(p, now_ms, RowSrc::Indexed(values));
     }
 
     /// Everything after the feature columns: outcomes, groups, samples, prediction records.
-    fn finish_row<'v>(
-        &mut self,
-        p: &Prediction<'v>,
-        now_ms: i64,
-        feature: &dyn Fn(usize) -> Value<'v>,
-        all_features: &dyn Fn() -> Vec<(String, Value<'v>)>,
-    ) {
+    fn finish_row(&mut self, p: &Prediction<'_>, now_ms: i64, src: RowSrc<'_, '_>) {
+        let settings = &*self.settings;
+        let layout = &*self.layout;
         self.rows += 1;
         let mut buf = [0.0; 2];
-        let r = self.resolve(p, &mut buf);
-        if !self.layout.sensitive.is_empty() {
-            self.record_groups(p, &r, feature);
+        let predicted = self.prediction.record(settings, p.prediction);
+        let label = if p.label == Value::Missing {
+            None
         } else {
-            self.keys.clear();
-        }
-        self.record_outcome(p, &r);
-        let ts = p.timestamp_ms.unwrap_or(now_ms);
-        if let Some(slot) = self.reservoir.offer() {
-            let row = self.sampled_row(p, ts, all_features());
-            self.reservoir.put(slot, row);
-        }
-        if let Some(id) = p.id {
-            self.record_id(id, p, ts, r.scores, all_features);
-        }
-    }
-
-    fn resolve<'s>(&mut self, p: &Prediction<'s>, buf: &'s mut [f64; 2]) -> Resolved<'s> {
-        let s = Arc::clone(&self.settings);
-        let max_len = s.max_string;
-        if !s.is_classification() {
-            self.prediction.record(p.prediction, max_len);
-            if p.label != Value::Missing {
-                self.label.record(p.label, max_len);
-            }
-            return Resolved {
-                predicted: None,
-                label: None,
-                scores: &[],
-            };
-        }
-        let resolve_col =
-            |col: &mut ColAcc, v: Value<'_>, record_missing: bool| match s.class_index(v) {
-                Ok(Some(i)) => {
-                    col.record(Value::Text(&s.classes[i]), max_len);
-                    Some(i)
-                }
-                Ok(None) => {
-                    if record_missing {
-                        col.record(Value::Missing, max_len);
-                    }
-                    None
-                }
-                Err(()) => {
-                    col.count_bad(false, 1);
-                    None
-                }
-            };
-        let predicted = resolve_col(&mut self.prediction, p.prediction, true);
-        let label = resolve_col(&mut self.label, p.label, false);
-        let scores = match s.scores(p.scores, buf) {
+            self.label.record(settings, p.label)
+        };
+        let scores = match settings.scores(p.scores, &mut buf) {
             Ok(sc) => sc,
             Err(()) => {
                 self.prediction.counters().type_mismatch += 1;
                 &[]
             }
         };
-        Resolved {
+        let r = Resolved {
             predicted,
             label,
             scores,
-        }
-    }
-
-    fn record_outcome(&mut self, p: &Prediction<'_>, r: &Resolved<'_>) {
-        record_outcome_into(&mut self.outcomes, p, r);
-    }
-
-    /// Builds the group keys of the row into `self.keys` and counts the row in each group.
-    fn record_groups<'v>(
-        &mut self,
-        p: &Prediction<'_>,
-        r: &Resolved<'_>,
-        feature: &dyn Fn(usize) -> Value<'v>,
-    ) {
-        let sens = &self.layout.sensitive;
-        let m = sens.len();
-        let max_len = self.settings.max_string;
-        let mut texts: Vec<(usize, String)> = Vec::with_capacity(m);
-        for &i in sens {
-            let mut t = String::new();
-            match feature(i) {
-                Value::Missing => t.push_str(MISSING_TEXT),
-                Value::Text(s) => t.push_str(truncate(s, max_len).0),
-                Value::Bool(b) => t.push_str(if b { "true" } else { "false" }),
-                Value::Number(x) => {
-                    let _ = write!(t, "{x}");
-                }
-            }
-            texts.push((i, t));
-        }
-        self.keys.clear();
-        let subsets: Vec<u32> = if m <= 4 {
-            (1..(1u32 << m)).collect()
-        } else {
-            (0..m as u32)
-                .map(|b| 1 << b)
-                .chain([(1u32 << m) - 1])
-                .collect()
         };
-        for mask in subsets {
-            let key = &mut self.key_buf;
-            key.clear();
-            for (b, (i, t)) in texts.iter().enumerate() {
-                if mask >> b & 1 == 1 {
-                    if !key.is_empty() {
-                        key.push('&');
-                    }
-                    key.push_str(&self.layout.names[*i]);
-                    key.push('=');
-                    key.push_str(t);
-                }
+        record_outcome(&mut self.outcomes, p, &r);
+        self.keys.clear();
+        if !layout.sensitive.is_empty() {
+            group_keys(settings, layout, src, &mut self.keys, &mut self.key_buf);
+            for key in &self.keys {
+                let k = if self.groups.contains_key(key) || self.groups.len() < MAX_GROUPS {
+                    key.as_str()
+                } else {
+                    OVERFLOW_GROUP
+                };
+                let g = match self.groups.get_mut(k) {
+                    Some(g) => g,
+                    None => self
+                        .groups
+                        .entry(k.to_owned())
+                        .or_insert_with(|| GroupProfile {
+                            count: 0,
+                            outcomes: empty_outcomes(settings),
+                        }),
+                };
+                g.count += 1;
+                record_outcome(&mut g.outcomes, p, &r);
             }
-            self.keys.push(key.clone());
         }
-        let settings = Arc::clone(&self.settings);
-        for key in &self.keys {
-            let k = if self.groups.contains_key(key) || self.groups.len() < MAX_GROUPS {
-                key.as_str()
-            } else {
-                OVERFLOW_GROUP
-            };
-            let g = match self.groups.get_mut(k) {
-                Some(g) => g,
-                None => self
-                    .groups
-                    .entry(k.to_owned())
-                    .or_insert_with(|| GroupProfile {
-                        count: 0,
-                        outcomes: empty_outcomes(&settings),
-                    }),
-            };
-            g.count += 1;
-            record_outcome_into(&mut g.outcomes, p, r);
+        let ts = p.timestamp_ms.unwrap_or(now_ms);
+        if let Some(slot) = self.reservoir.offer() {
+            let row = sampled_row(settings, p, ts, src.all(layout));
+            self.reservoir.put(slot, row);
         }
-    }
-
-    fn sampled_row(
-        &self,
-        p: &Prediction<'_>,
-        ts: i64,
-        features: Vec<(String, Value<'_>)>,
-    ) -> pb::SampledRow {
-        let max_len = self.settings.max_string;
-        pb::SampledRow {
-            id: p
-                .id
-                .map(|s| truncate(s, max_len).0.to_owned())
-                .unwrap_or_default(),
-            timestamp_ms: ts,
-            features: features
-                .into_iter()
-                .map(|(n, v)| (truncate(&n, max_len).0.to_owned(), v.to_proto(max_len)))
-                .collect::<BTreeMap<_, _>>(),
-            prediction: Some(p.prediction.to_proto(max_len)),
-            label: Some(p.label.to_proto(max_len)),
-            scores: p
-                .scores
-                .iter()
-                .take(crate::profile::MAX_CLASSES as usize)
-                .copied()
-                .collect(),
-        }
-    }
-
-    fn record_id<'v>(
-        &mut self,
-        id: &str,
-        p: &Prediction<'v>,
-        ts: i64,
-        scores: &[f64],
-        all_features: &dyn Fn() -> Vec<(String, Value<'v>)>,
-    ) {
-        let max_len = self.settings.max_string;
-        let (id, _) = truncate(id, max_len);
-        if hash_bytes(id.as_bytes()) < self.settings.hash_threshold
-            && self.hash_sampled.len() < self.settings.max_hash_samples
+        let Some(id) = p.id else {
+            return;
+        };
+        let (id, _) = truncate(id, settings.max_string);
+        if hash_bytes(id.as_bytes()) < settings.hash_threshold
+            && self.hash_sampled.len() < settings.max_hash_samples
         {
-            let row = self.sampled_row(p, ts, all_features());
-            self.hash_sampled.push(row);
+            self.hash_sampled
+                .push(sampled_row(settings, p, ts, src.all(layout)));
         }
-        if self.predictions.len() < self.settings.max_records {
+        if self.predictions.len() < settings.max_records {
             self.predictions.push(pb::PredictionRecord {
                 id: id.to_owned(),
                 timestamp_ms: ts,
-                prediction: Some(p.prediction.to_proto(max_len)),
-                scores: scores.to_vec(),
+                prediction: Some(p.prediction.to_proto(settings.max_string)),
+                scores: r.scores.to_vec(),
                 groups: self.keys.clone(),
             });
         } else {
@@ -669,21 +682,19 @@ impl WindowAcc {
     /// Records a columnar batch. The caller has validated it (`n` rows).
     pub(crate) fn log_batch(&mut self, batch: &Batch<'_>, n: usize, now_ms: i64) {
         let max_len = self.settings.max_string;
-        let mut present = vec![false; self.cols.len()];
         let mut positions: Vec<Option<usize>> = vec![None; self.cols.len()];
         let mut extra = false;
         for (pos, col) in batch.features.iter().enumerate() {
             match self.layout.resolve(col.name, pos) {
-                Some(i) if !present[i] => {
-                    present[i] = true;
+                Some(i) if positions[i].is_none() => {
                     positions[i] = Some(pos);
                     self.cols[i].record_column(col, n, max_len);
                 }
                 _ => extra = true,
             }
         }
-        for (i, p) in present.iter().enumerate() {
-            if !p {
+        for (i, p) in positions.iter().enumerate() {
+            if p.is_none() {
                 self.cols[i].count_bad(true, n as u64);
                 extra = true;
             }
@@ -694,60 +705,59 @@ impl WindowAcc {
         let per_row = batch.predictions.is_some()
             || batch.labels.is_some()
             || batch.ids.is_some()
+            || batch.scores.is_some()
             || !self.layout.sensitive.is_empty();
-        if !per_row {
-            self.sample_batch_rows(batch, n, now_ms);
+        if per_row {
+            for row in 0..n {
+                let p = Prediction {
+                    id: match batch.ids.map(|c| c.cell(row)) {
+                        Some(Some(Value::Text(s))) => Some(s),
+                        _ => None,
+                    },
+                    timestamp_ms: batch.timestamps_ms.map(|t| t[row]),
+                    prediction: cell_of(batch.predictions, row),
+                    label: cell_of(batch.labels, row),
+                    scores: batch.scores.map_or(&[][..], |s| {
+                        &s[row * batch.scores_per_row..(row + 1) * batch.scores_per_row]
+                    }),
+                };
+                let src = RowSrc::Batch {
+                    batch,
+                    positions: &positions,
+                    row,
+                };
+                self.finish_row(&p, now_ms, src);
+            }
             return;
         }
-        for i in 0..n {
-            self.batch_row(batch, &positions, i, now_ms);
-        }
-    }
-
-    /// Reservoir sampling only (no per-row outcomes): the row is materialised when kept.
-    fn sample_batch_rows(&mut self, batch: &Batch<'_>, n: usize, now_ms: i64) {
+        // Only the reservoir needs rows: materialise the ones it keeps.
         self.rows += n as u64;
-        for i in 0..n {
+        for row in 0..n {
             if let Some(slot) = self.reservoir.offer() {
                 let p = Prediction {
-                    timestamp_ms: Some(batch.timestamps_ms.map_or(now_ms, |t| t[i])),
+                    timestamp_ms: batch.timestamps_ms.map(|t| t[row]),
                     ..Prediction::default()
                 };
-                let row = self.sampled_row(&p, now_ms, batch_features(batch, i));
-                self.reservoir.put(slot, row);
+                let src = RowSrc::Batch {
+                    batch,
+                    positions: &positions,
+                    row,
+                };
+                let ts = p.timestamp_ms.unwrap_or(now_ms);
+                let r = sampled_row(&self.settings, &p, ts, src.all(&self.layout));
+                self.reservoir.put(slot, r);
             }
         }
     }
 
-    fn batch_row(&mut self, batch: &Batch<'_>, positions: &[Option<usize>], i: usize, now_ms: i64) {
-        let id = match batch.ids.map(|c| c.cell(i)) {
-            Some(Some(Value::Text(s))) => Some(s),
-            _ => None,
-        };
-        let p = Prediction {
-            id,
-            timestamp_ms: batch.timestamps_ms.map(|t| t[i]),
-            prediction: cell_of(batch.predictions, i),
-            label: cell_of(batch.labels, i),
-            scores: batch.scores.map_or(&[][..], |s| {
-                &s[i * batch.scores_per_row..(i + 1) * batch.scores_per_row]
-            }),
-        };
-        let feature = |c: usize| {
-            positions[c]
-                .and_then(|pos| batch.features[pos].value(i))
-                .unwrap_or(Value::Missing)
-        };
-        self.finish_row(&p, now_ms, &feature, &|| batch_features(batch, i));
-    }
-
-    /// Merges another shard's accumulator of the same window into a profile.
+    /// The profile of what this shard recorded.
     pub(crate) fn into_profile(self) -> WindowProfile {
+        let s = &*self.settings;
         let mut w = WindowProfile::new(
-            self.settings.identity.clone(),
+            s.identity.clone(),
             self.layout.schema.clone(),
             self.start,
-            self.settings.window_ms,
+            s.window_ms,
         );
         w.rows = self.rows;
         w.features = self
@@ -757,8 +767,8 @@ impl WindowAcc {
             .cloned()
             .zip(self.cols.into_iter().map(ColAcc::into_profile))
             .collect();
-        w.prediction = Some(self.prediction.into_profile());
-        w.label = Some(self.label.into_profile());
+        w.prediction = Some(self.prediction.into_profile(s));
+        w.label = Some(self.label.into_profile(s));
         w.outcomes = Some(self.outcomes);
         w.groups = self.groups.into_iter().collect();
         w.latency = self.latency;
@@ -772,12 +782,80 @@ impl WindowAcc {
     }
 }
 
-fn batch_features<'v>(batch: &Batch<'v>, i: usize) -> Vec<(String, Value<'v>)> {
-    batch
-        .features
-        .iter()
-        .map(|c| (c.name.to_owned(), c.value(i).unwrap_or(Value::Missing)))
-        .collect()
+/// Group keys of a row: `attr=value` per sensitive attribute and `a=x&b=y` per intersection
+/// (attributes in name order); with more than 4 attributes only singles and the full set.
+fn group_keys(
+    settings: &Settings,
+    layout: &Layout,
+    src: RowSrc<'_, '_>,
+    keys: &mut Vec<String>,
+    buf: &mut String,
+) {
+    let sens = &layout.sensitive;
+    let m = sens.len();
+    let mut texts: Vec<(usize, String)> = Vec::with_capacity(m);
+    for &i in sens {
+        let mut t = String::new();
+        match src.feature(layout, i) {
+            Value::Missing => t.push_str(MISSING_TEXT),
+            Value::Text(s) => t.push_str(truncate(s, settings.max_string).0),
+            Value::Bool(b) => t.push_str(if b { "true" } else { "false" }),
+            Value::Number(x) => {
+                let _ = write!(t, "{x}");
+            }
+        }
+        texts.push((i, t));
+    }
+    let masks: Vec<u32> = if m <= 4 {
+        (1..(1u32 << m)).collect()
+    } else {
+        (0..m as u32)
+            .map(|b| 1 << b)
+            .chain([(1u32 << m) - 1])
+            .collect()
+    };
+    for mask in masks {
+        buf.clear();
+        for (b, (i, t)) in texts.iter().enumerate() {
+            if mask >> b & 1 == 1 {
+                if !buf.is_empty() {
+                    buf.push('&');
+                }
+                buf.push_str(&layout.names[*i]);
+                buf.push('=');
+                buf.push_str(t);
+            }
+        }
+        keys.push(buf.clone());
+    }
+}
+
+fn sampled_row(
+    settings: &Settings,
+    p: &Prediction<'_>,
+    ts: i64,
+    features: Vec<(String, Value<'_>)>,
+) -> pb::SampledRow {
+    let max_len = settings.max_string;
+    pb::SampledRow {
+        id: p
+            .id
+            .map(|s| truncate(s, max_len).0.to_owned())
+            .unwrap_or_default(),
+        timestamp_ms: ts,
+        features: features
+            .into_iter()
+            .map(|(n, v)| (truncate(&n, max_len).0.to_owned(), v.to_proto(max_len)))
+            .collect::<BTreeMap<_, _>>(),
+        prediction: Some(p.prediction.to_proto(max_len)),
+        label: Some(p.label.to_proto(max_len)),
+        scores: p
+            .scores
+            .iter()
+            .take(crate::profile::MAX_CLASSES as usize)
+            .copied()
+            .collect(),
+    }
 }
 
 fn empty_outcomes(s: &Settings) -> Outcomes {
@@ -794,7 +872,7 @@ fn empty_outcomes(s: &Settings) -> Outcomes {
     }
 }
 
-fn record_outcome_into(o: &mut Outcomes, p: &Prediction<'_>, r: &Resolved<'_>) {
+fn record_outcome(o: &mut Outcomes, p: &Prediction<'_>, r: &Resolved<'_>) {
     if let Some(c) = &mut o.classification {
         c.record(r.predicted, r.label, r.scores);
     }

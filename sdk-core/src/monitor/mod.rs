@@ -215,6 +215,8 @@ struct Inner {
     config: MonitorConfig,
     settings: Arc<Settings>,
     layout: RwLock<Option<Arc<Layout>>>,
+    /// Set once `layout` is `Some`, so rows check a flag instead of taking the lock.
+    layout_ready: AtomicBool,
     reference_edges: RwLock<BTreeMap<String, Vec<f64>>>,
     shards: Box<[Shard]>,
     sink: Arc<dyn Sink>,
@@ -238,7 +240,31 @@ impl std::fmt::Debug for Monitor {
     }
 }
 
+/// Wall-clock ms since the Unix epoch. On Linux the coarse clock (a few ns instead of ~20, with
+/// 1–4 ms resolution, far below any window length) because every row reads it.
+#[cfg(target_os = "linux")]
 fn now_ms() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    // time_t and c_long are i32 on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    if rc == 0 {
+        i64::from(ts.tv_sec) * 1000 + i64::from(ts.tv_nsec) / 1_000_000
+    } else {
+        precise_now_ms()
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn now_ms() -> i64 {
+    precise_now_ms()
+}
+
+fn precise_now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -277,6 +303,7 @@ impl Monitor {
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
+                layout_ready: AtomicBool::new(layout.is_some()),
                 layout: RwLock::new(layout),
                 reference_edges: RwLock::new(BTreeMap::new()),
                 shards: (0..n)
@@ -320,14 +347,19 @@ impl Monitor {
     pub fn log(&self, features: &[(&str, Value<'_>)], p: &Prediction<'_>) -> crate::Result<()> {
         let inner = &*self.inner;
         inner.check_open()?;
-        let layout = inner.layout_or_infer(features);
-        if inner.settings.strict {
-            inner.strict_named(&layout, features, p)?;
+        if !inner.layout_ready.load(Ordering::Acquire) {
+            inner.layout_or_infer(features);
         }
         let now = now_ms();
-        inner.with_window(now, |acc| acc.log_named(features, p, now));
+        let r = inner.with_window(now, |acc| {
+            if inner.settings.strict {
+                inner.strict_named(&acc.layout, features, p)?;
+            }
+            acc.log_named(features, p, now);
+            Ok(())
+        });
         self.kick();
-        Ok(())
+        r
     }
 
     /// Records one row given in schema order (see [`Monitor::feature_index`]): the fast path for
@@ -335,18 +367,21 @@ impl Monitor {
     pub fn log_indexed(&self, values: &[Value<'_>], p: &Prediction<'_>) -> crate::Result<()> {
         let inner = &*self.inner;
         inner.check_open()?;
-        let Some(layout) = inner.layout.read().clone() else {
+        if !inner.layout_ready.load(Ordering::Acquire) {
             return Err(CoreError::Config(
                 "log_indexed needs a schema: configure features or log a named row first".into(),
             ));
-        };
-        if inner.settings.strict {
-            inner.strict_indexed(&layout, values, p)?;
         }
         let now = now_ms();
-        inner.with_window(now, |acc| acc.log_indexed(values, p, now));
+        let r = inner.with_window(now, |acc| {
+            if inner.settings.strict {
+                inner.strict_indexed(&acc.layout, values, p)?;
+            }
+            acc.log_indexed(values, p, now);
+            Ok(())
+        });
         self.kick();
-        Ok(())
+        r
     }
 
     /// Records a columnar batch (borrowed slices; numeric columns are read in place). A malformed
@@ -359,14 +394,19 @@ impl Monitor {
         if n == 0 {
             return Ok(());
         }
-        let layout = inner.layout_or_infer_batch(batch);
-        if inner.settings.strict {
-            inner.strict_batch(&layout, batch, n)?;
+        if !inner.layout_ready.load(Ordering::Acquire) {
+            inner.layout_or_infer_batch(batch);
         }
         let now = now_ms();
-        inner.with_window(now, |acc| acc.log_batch(batch, n, now));
+        let r = inner.with_window(now, |acc| {
+            if inner.settings.strict {
+                inner.strict_batch(&acc.layout, batch, n)?;
+            }
+            acc.log_batch(batch, n, now);
+            Ok(())
+        });
         self.kick();
-        Ok(())
+        r
     }
 
     /// Sends ground truth for earlier predictions, joined by id at the collector.
@@ -611,6 +651,7 @@ impl Inner {
         let base = Layout::new(features(), &self.config.sensitive, &self.settings, true);
         let l = Arc::new(base.with_edges(&self.reference_edges.read()));
         *guard = Some(Arc::clone(&l));
+        self.layout_ready.store(true, Ordering::Release);
         l
     }
 
@@ -626,28 +667,35 @@ impl Inner {
 
     /// Runs `f` on this thread's shard's accumulator for the window containing `now`.
     #[inline]
-    fn with_window(&self, now: i64, f: impl FnOnce(&mut WindowAcc)) {
+    fn with_window<R>(&self, now: i64, f: impl FnOnce(&mut WindowAcc) -> R) -> R {
         let w = self.settings.window_ms;
         let start = now.div_euclid(w) * w;
         let slot = SLOT.with(|s| *s) % self.shards.len();
         let mut st = self.shards[slot].state.lock();
         let st = &mut *st;
-        match &mut st.current {
-            // A clock step backwards keeps recording into the open window.
-            Some(acc) if acc.start >= start => f(acc),
-            cur => {
-                let layout = self.layout.read().clone().unwrap_or_else(|| {
-                    Arc::new(Layout::new(Vec::new(), &[], &self.settings, true))
-                });
-                let fresh = WindowAcc::new(start, layout, Arc::clone(&self.settings), slot as u64);
-                if let Some(old) = cur.replace(fresh) {
-                    st.closed.push(old);
-                }
-                if let Some(acc) = st.current.as_mut() {
-                    f(acc);
-                }
+        // A clock step backwards keeps recording into the open window.
+        if let Some(acc) = st.current.as_mut().filter(|a| a.start >= start) {
+            if acc.placeholder
+                && self.layout_ready.load(Ordering::Acquire)
+                && let Some(l) = self.layout.read().clone()
+            {
+                acc.adopt(l);
             }
+            return f(acc);
         }
+        let (layout, placeholder) = match self.layout.read().clone() {
+            Some(l) => (l, false),
+            None => (
+                Arc::new(Layout::new(Vec::new(), &[], &self.settings, true)),
+                true,
+            ),
+        };
+        let mut fresh = WindowAcc::new(start, layout, Arc::clone(&self.settings), slot as u64);
+        fresh.placeholder = placeholder;
+        if let Some(old) = st.current.take() {
+            st.closed.push(old);
+        }
+        f(st.current.insert(fresh))
     }
 
     fn ensure_harvester(&self, me: &Arc<Inner>) {

@@ -75,26 +75,52 @@ impl Moments {
     /// squared deviations), merged in with Chan's formula. Much faster than `update` per value
     /// because there is no division per element and the loops vectorise.
     pub fn push_slice(&mut self, xs: &[f64]) {
+        self.merge(&Self::of_slice(xs));
+    }
+
+    /// Moments of a slice of finite values on their own.
+    pub fn of_slice(xs: &[f64]) -> Moments {
         if xs.is_empty() {
-            return;
+            return Moments::default();
         }
-        let mut sum = 0.0;
-        let mut lo = f64::INFINITY;
-        let mut hi = f64::NEG_INFINITY;
-        for &x in xs {
-            sum += x;
-            lo = lo.min(x);
-            hi = hi.max(x);
+        // Four independent accumulators let the loop use the vector units.
+        let mut sum = [0.0f64; 4];
+        let mut lo = [f64::INFINITY; 4];
+        let mut hi = [f64::NEG_INFINITY; 4];
+        let chunks = xs.chunks_exact(4);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for j in 0..4 {
+                sum[j] += c[j];
+                lo[j] = lo[j].min(c[j]);
+                hi[j] = hi[j].max(c[j]);
+            }
         }
-        let mean = sum / xs.len() as f64;
-        let m2: f64 = xs.iter().map(|&x| (x - mean) * (x - mean)).sum();
-        self.merge(&Moments {
+        for (j, &x) in rest.iter().enumerate() {
+            sum[j] += x;
+            lo[j] = lo[j].min(x);
+            hi[j] = hi[j].max(x);
+        }
+        let mean = (sum[0] + sum[1] + sum[2] + sum[3]) / xs.len() as f64;
+        let mut m2 = [0.0f64; 4];
+        let chunks = xs.chunks_exact(4);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for j in 0..4 {
+                let d = c[j] - mean;
+                m2[j] += d * d;
+            }
+        }
+        for (j, &x) in rest.iter().enumerate() {
+            m2[j] += (x - mean) * (x - mean);
+        }
+        Moments {
             n: xs.len() as u64,
             mean,
-            m2,
-            min: lo,
-            max: hi,
-        });
+            m2: m2[0] + m2[1] + m2[2] + m2[3],
+            min: lo[0].min(lo[1]).min(lo[2].min(lo[3])),
+            max: hi[0].max(hi[1]).max(hi[2].max(hi[3])),
+        }
     }
 
     /// Chan's parallel combination.
