@@ -66,9 +66,12 @@ pub struct AlertState {
     pub breaching_windows: u32,
     /// Consecutive healthy windows while firing (counts towards `resolve_after_windows`).
     pub healthy_windows: u32,
-    /// How many times this alert has started firing; part of notification ids.
+    /// How many times this alert record has started firing (informational: a record that
+    /// goes back to inactive is forgotten, so this restarts).
     pub episode: u64,
     pub firing_since_ms: Option<i64>,
+    /// The window the current or last episode fired in; identifies the episode in
+    /// notification ids, since windows only move forward.
     pub fired_window_ms: Option<i64>,
     pub last_window_ms: Option<i64>,
     pub last_value: Option<f64>,
@@ -579,7 +582,12 @@ impl Step<'_> {
             0
         };
         let notification = Notification {
-            id: notification_id(&alert.dedup_key, kind, alert.episode, sequence),
+            id: notification_id(
+                &alert.dedup_key,
+                kind,
+                alert.fired_window_ms.unwrap_or(i64::MIN),
+                sequence,
+            ),
             kind,
             dedup_key: alert.dedup_key.clone(),
             rule_id: rule.id.clone(),
@@ -679,11 +687,16 @@ pub fn dedup_key(rule_id: &str, scope: &str, subject: &str) -> String {
     short_hash(&[rule_id.as_bytes(), scope.as_bytes(), subject.as_bytes()])
 }
 
-fn notification_id(dedup_key: &str, kind: NotificationKind, episode: u64, sequence: u32) -> String {
+fn notification_id(
+    dedup_key: &str,
+    kind: NotificationKind,
+    fired_window_ms: i64,
+    sequence: u32,
+) -> String {
     short_hash(&[
         dedup_key.as_bytes(),
         kind.as_str().as_bytes(),
-        &episode.to_be_bytes(),
+        &fired_window_ms.to_be_bytes(),
         &sequence.to_be_bytes(),
     ])
 }
@@ -1013,11 +1026,12 @@ mod tests {
     fn notification_ids_are_stable_per_event_and_distinct_across_events() {
         use NotificationKind::*;
         let r = Rule {
-            for_windows: 1,
             resolve_after_windows: 1,
             ..rule()
         };
-        let v = [Some(1.0), Some(99.0), Some(1.0), Some(99.0)];
+        // The pending alert cleared at window 4 is forgotten, so the second episode starts
+        // from a fresh alert record: its ids must still differ from the first episode's.
+        let v = [1.0, 1.0, 99.0, 1.0, 99.0, 1.0, 1.0, 99.0].map(Some);
         let engine = Engine::default();
         let collect = || {
             let mut state = RuleState::new("r", "");

@@ -124,6 +124,7 @@ proptest! {
         let engine = Engine::new(EngineConfig { max_subjects: 4, history_cap: 16, ..EngineConfig::default() });
         let mut state = RuleState::new("prop", "scope");
         let mut window = 0i64;
+        let mut ids = std::collections::BTreeSet::new();
         for (i, (step, doc)) in windows.iter().enumerate() {
             window += step * 60_000;
             let now = i as i64 * 60_000;
@@ -144,6 +145,9 @@ proptest! {
             for action in actions.iter().chain(&timer_actions) {
                 prop_assert!(action.notification.value.is_none_or(f64::is_finite));
                 prop_assert!(serde_json::to_vec(&action.notification).is_ok());
+                // Receivers drop repeated ids, so two different events sharing one would lose
+                // a notification.
+                prop_assert!(ids.insert(action.notification.id.clone()), "id reused: {:?}", action);
             }
             if let Some(key) = state.alerts.values().find(|a| a.status == Status::Firing).map(|a| a.dedup_key.clone()) {
                 state = engine.acknowledge(&state, &key, "prop", now).unwrap();
