@@ -317,10 +317,14 @@ async fn window(
         })?;
         profiles.push(profile);
     }
-    // Until sdk-core's `merge_parts` lands, several parts are returned side by side rather
-    // than merged by a second, diverging implementation here.
-    let merged = profiles.len() == 1;
-    let views: Vec<Json_> = profiles.iter().map(profile_json).collect();
+    // Parts were each validated on ingest, so a failure here means they disagree with each
+    // other (e.g. different schemas), which the caller should see rather than a partial view.
+    let merged = neurocloak_core::merge_parts(&profiles).map_err(|e| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("stored parts do not merge: {e}"),
+        )
+    })?;
     Ok(Json(json!({
         "project": key.project_id,
         "model": key.model,
@@ -328,9 +332,7 @@ async fn window(
         "environment": key.environment,
         "window_start_ms": start_ms,
         "stored_parts": parts.len(),
-        "merged": merged,
-        "rows": profiles.iter().map(|p| p.rows).sum::<u64>(),
-        "profiles": views,
+        "profile": profile_json(&merged),
     })))
 }
 

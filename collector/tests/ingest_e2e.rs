@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Collector, admin, http_get, identity, metric, window_item, window_profile};
+use common::{Collector, admin, http_get, identity, metric, window_item};
 use futures_util::{StreamExt as _, stream};
 use neurocloak_collector::store::{self, ModelKey, PageRequest, WindowQuery};
 use neurocloak_proto::v1::ingest_service_client::IngestServiceClient;
@@ -43,16 +43,9 @@ async fn push(
     client.ingest(req).await.map(|r| r.into_inner())
 }
 
-/// A lighter profile than the bench's (fewer sketch items) so 1,000 batches stay quick.
+/// 100 rows per window rather than the bench's 1,000, so 1,000 batches stay quick.
 fn profile(model: &str, start_min: i64, seed: u64) -> WindowProfile {
-    let mut w = window_profile(identity(PROJECT, model), start_min * MIN, seed);
-    for col in w.features.values_mut() {
-        if let Some(kll) = col.numeric.as_mut().and_then(|n| n.kll.as_mut()) {
-            kll.levels.truncate(1);
-            kll.levels[0].items.truncate(32);
-        }
-    }
-    w
+    common::window_profile_rows(identity(PROJECT, model), start_min * MIN, seed, 100)
 }
 
 /// Batch `i`: one window, and every fourth batch a second one of another model.
@@ -529,7 +522,9 @@ async fn keys_sizes_and_the_read_api() {
     assert_eq!(status, 200, "{body}");
     let w: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(w["stored_parts"], 2);
-    assert_eq!(w["rows"], 2000);
+    assert_eq!(w["profile"]["rows"], 200, "{body}");
+    assert_eq!(w["profile"]["parts"], 2);
+    assert_eq!(w["profile"]["features"]["num_00"]["counters"]["count"], 200);
     let missing = format!(
         "/api/v1/projects/fraud/models/scorer/windows/{}?version=v1&environment=prod",
         999 * MIN

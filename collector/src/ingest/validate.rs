@@ -222,6 +222,9 @@ impl Validator<'_> {
     fn window(&self, path: &str, w: &WindowProfile) -> Check<ModelKey> {
         let key = self.identity(path, w.identity.as_ref())?;
         self.window_body(path, w)?;
+        // The SDK's own decoder checks sketch invariants (KLL levels, HLL registers, bins):
+        // what it refuses could never be merged on read, so it is refused now.
+        neurocloak_core::WindowProfile::from_proto(w).map_err(|e| reject("sketch", path, e))?;
         Ok(key)
     }
 
@@ -520,6 +523,7 @@ impl Validator<'_> {
             check_name(&bpath, name, self.limits.max_name_len)?;
             self.bins(&bpath, b)?;
         }
+        neurocloak_core::ReferenceProfile::from_proto(r).map_err(|e| reject("sketch", path, e))?;
         Ok(key)
     }
 }

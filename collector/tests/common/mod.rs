@@ -2,7 +2,6 @@
 //! guard, and builders of realistic window profiles.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -204,100 +203,69 @@ impl Rng {
     }
 }
 
-fn numeric_column(rng: &mut Rng, rows: u64) -> ColumnProfile {
-    // A KLL sketch with k = 200 over ~1000 rows holds a few hundred items in a few levels.
-    let mut levels = Vec::new();
-    for (level, size) in [200usize, 120, 60].into_iter().enumerate() {
-        let mut items: Vec<f64> = (0..size)
-            .map(|_| rng.unit() * 100.0 + level as f64)
-            .collect();
-        items.sort_by(f64::total_cmp);
-        levels.push(KllLevel { items });
-    }
-    let bins = FixedBins {
-        edges: (1..=10).map(|i| f64::from(i) * 10.0).collect(),
-        counts: (0..11).map(|_| rng.next_u64() % 200).collect(),
-    };
-    ColumnProfile {
-        kind: FeatureKind::Numeric as i32,
-        counters: Some(Counters {
-            count: rows,
-            missing: rows / 100,
-            nan: 1,
-            ..Default::default()
-        }),
-        numeric: Some(NumericProfile {
-            moments: Some(Moments {
-                n: rows,
-                mean: 50.0,
-                m2: 833.0 * rows as f64,
-                min: 0.1,
-                max: 99.9,
-            }),
-            kll: Some(Kll {
-                k: 200,
-                n: rows,
-                levels,
-                rng_state: rng.next_u64(),
-                min: 0.1,
-                max: 99.9,
-            }),
-            bins: Some(bins),
-        }),
-        categorical: None,
-    }
-}
-
-fn categorical_column(rng: &mut Rng, rows: u64) -> ColumnProfile {
-    let items = (0..32)
-        .map(|i| FrequentItem {
-            value: format!("category-{i}"),
-            count: rng.next_u64() % 100,
-        })
-        .collect();
-    let registers = (0..4096).map(|_| (rng.next_u64() % 8) as u8).collect();
-    ColumnProfile {
-        kind: FeatureKind::Categorical as i32,
-        counters: Some(Counters {
-            count: rows,
-            ..Default::default()
-        }),
-        numeric: None,
-        categorical: Some(CategoricalProfile {
-            items: Some(FrequentItems {
-                capacity: 128,
-                total: rows,
-                items,
-                max_error: 0,
-            }),
-            hll: Some(Hll {
-                precision: 12,
-                registers,
-            }),
-        }),
-    }
-}
-
-/// A window profile of 20 numeric and 5 categorical features, sized like the SDK's.
-pub fn window_profile(id: ModelIdentity, window_start_ms: i64, seed: u64) -> WindowProfile {
+/// A window profile of 20 numeric and 5 categorical features over `rows` rows, built with the
+/// SDK's own sketches so it is exactly what an agent would push.
+pub fn window_profile_rows(
+    id: ModelIdentity,
+    window_start_ms: i64,
+    seed: u64,
+    rows: u64,
+) -> WindowProfile {
+    use neurocloak_core::profile::{ColumnProfile as CoreColumn, WindowProfile as CoreWindow};
     let mut rng = Rng::new(seed);
-    let rows = 1000;
-    let mut features = BTreeMap::new();
-    for i in 0..20 {
-        features.insert(format!("num_{i:02}"), numeric_column(&mut rng, rows));
+    let numeric: Vec<String> = (0..20).map(|i| format!("num_{i:02}")).collect();
+    let categorical: Vec<String> = (0..5).map(|i| format!("cat_{i}")).collect();
+    let spec = |name: &String, kind: FeatureKind| FeatureSpec {
+        name: name.clone(),
+        kind: kind as i32,
+        sensitive: false,
+    };
+    let schema = Schema {
+        features: numeric
+            .iter()
+            .map(|n| spec(n, FeatureKind::Numeric))
+            .chain(
+                categorical
+                    .iter()
+                    .map(|n| spec(n, FeatureKind::Categorical)),
+            )
+            .collect(),
+        task: TaskType::BinaryClassification as i32,
+        classes: vec!["no".into(), "yes".into()],
+        inferred: false,
+    };
+    let mut w = CoreWindow::new(id, schema, window_start_ms, 60_000);
+    w.rows = rows;
+    for (i, name) in numeric.iter().enumerate() {
+        let mut col = CoreColumn::new(FeatureKind::Numeric);
+        col.counters.count = rows;
+        let n = col.numeric.as_mut().unwrap();
+        for _ in 0..rows {
+            let x = rng.unit() * 100.0 + i as f64;
+            n.moments.update(x);
+            n.kll.update(x);
+        }
+        w.features.insert(name.clone(), col);
     }
-    for i in 0..5 {
-        features.insert(format!("cat_{i}"), categorical_column(&mut rng, rows));
+    for name in &categorical {
+        let mut col = CoreColumn::new(FeatureKind::Categorical);
+        col.counters.count = rows;
+        let c = col.categorical.as_mut().unwrap();
+        for _ in 0..rows {
+            let v = format!("category-{}", rng.next_u64() % 40);
+            c.items.update(&v);
+            if let Some(h) = c.hll.as_mut() {
+                h.update(v.as_bytes());
+            }
+        }
+        w.features.insert(name.clone(), col);
     }
-    WindowProfile {
-        identity: Some(id),
-        window_start_ms,
-        window_length_ms: 60_000,
-        rows,
-        features,
-        parts: 1,
-        ..Default::default()
-    }
+    w.to_proto()
+}
+
+/// A realistic window: 1,000 rows.
+pub fn window_profile(id: ModelIdentity, window_start_ms: i64, seed: u64) -> WindowProfile {
+    window_profile_rows(id, window_start_ms, seed, 1000)
 }
 
 pub fn window_item(w: WindowProfile) -> IngestItem {
