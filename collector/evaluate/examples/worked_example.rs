@@ -31,6 +31,9 @@ fn main() {
     println!("{}", serde_json::to_string_pretty(&trust).unwrap());
     let d = eval.drift.result().unwrap();
     println!("drift: {} of {} features drifted", d.drifted, d.evaluated);
+    for f in d.features.iter().filter(|f| f.drifted) {
+        println!("  {}: {}", f.feature, f.describe());
+    }
     if let Some(p) = eval.performance.result() {
         println!(
             "primary metric: {:?} (baseline {:?})",

@@ -252,8 +252,8 @@ fn class_histograms<'a>(c: &'a ClassificationOutcomes, n: usize) -> Result<Optio
 /// count as ties (½), so the error is at most ½ × (share of pairs sharing a bin).
 fn binned_auc(pos: &[u64], neg: &[u64]) -> Option<(f64, f64)> {
     let (p_total, n_total) = (
-        pos.iter().sum::<u64>() as f64,
-        neg.iter().sum::<u64>() as f64,
+        pos.iter().map(|&v| v as f64).sum::<f64>(),
+        neg.iter().map(|&v| v as f64).sum::<f64>(),
     );
     if p_total == 0.0 || n_total == 0.0 {
         return None;
@@ -311,7 +311,7 @@ fn calibration(c: &ClassificationOutcomes, n: usize, bins: usize) -> Result<Opti
         for b in 0..bins {
             let (mut count, mut positives, mut conf) = (0.0, 0.0, 0.0);
             for i in b * per..(b + 1) * per {
-                let here = (pos[i] + neg[i]) as f64;
+                let here = pos[i] as f64 + neg[i] as f64;
                 count += here;
                 positives += pos[i] as f64;
                 conf += here * (i as f64 + 0.5) / fine as f64;

@@ -108,14 +108,14 @@ fn out_of_range(
         && cb.edges.last() == Some(&range.1)
     {
         validate_bins(cb, "current bins")?;
-        let total: u64 = cb.counts.iter().sum();
-        if total == 0 {
+        let total: f64 = cb.counts.iter().map(|&c| c as f64).sum();
+        if total == 0.0 {
             return Ok(None);
         }
-        let outside = cb.counts[0] + cb.counts[cb.counts.len() - 1];
+        let outside = cb.counts[0] as f64 + cb.counts[cb.counts.len() - 1] as f64;
         // The last bin is [max, +inf): values equal to the maximum are inside the range but
         // counted there, so this overstates by at most their share.
-        return Ok(Some(outside as f64 / total as f64));
+        return Ok(Some(outside / total));
     }
     let Some(kll) = num.kll.as_ref() else {
         return Ok(None);

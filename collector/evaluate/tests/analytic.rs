@@ -234,3 +234,81 @@ fn linear_surrogate_attributions_are_analytic() {
     assert!(imp["x2"] > imp["x3"], "{imp:?}");
     assert!(imp.values().all(|v| *v > 0.0), "{imp:?}");
 }
+
+fn rows_with(target: impl Fn(&[f64]) -> f64) -> Vec<SampledRow> {
+    (0..300)
+        .map(|i| {
+            let f = i as f64;
+            let x = [
+                (f * 0.37).sin() * 3.0,
+                (f * 0.11).cos() * 2.0,
+                (f * 0.73).sin(),
+            ];
+            let features = ["x1", "x2", "x3"]
+                .iter()
+                .zip(x)
+                .map(|(k, v)| ((*k).to_owned(), num(v)))
+                .collect();
+            SampledRow {
+                id: format!("r{i}"),
+                features,
+                prediction: Some(num(target(&x))),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn tree_surrogate_captures_what_a_line_cannot() {
+    // y = x1²: no linear signal at all, a depth-6 tree fits it.
+    let rows = rows_with(|x| x[0] * x[0]);
+    let refs: Vec<&SampledRow> = rows.iter().collect();
+    let fit = |kind| {
+        let cfg = ExplainConfig {
+            surrogate: kind,
+            ..Default::default()
+        };
+        let s = Surrogate::fit(&refs, TaskType::Regression, &[], 0, &cfg).unwrap();
+        (s.linear().is_some(), s.permutation_importance(3).unwrap())
+    };
+    let (is_linear, tree) = fit(SurrogateKind::DecisionTree);
+    assert!(!is_linear);
+    assert!(
+        tree["x1"] > 0.5 && tree["x1"] > 10.0 * tree["x2"].max(tree["x3"]),
+        "{tree:?}"
+    );
+    let (_, line) = fit(SurrogateKind::Linear);
+    assert!(
+        line["x1"] < 0.2,
+        "a line should explain little of x1²: {line:?}"
+    );
+}
+
+#[test]
+fn attribution_drift_follows_a_change_of_driver() {
+    use neurocloak_evaluate::explain::{attribution_drift, shares};
+    let fit = |rows: &[SampledRow]| {
+        let refs: Vec<&SampledRow> = rows.iter().collect();
+        let s = Surrogate::fit(
+            &refs,
+            TaskType::Regression,
+            &[],
+            0,
+            &ExplainConfig::default(),
+        )
+        .unwrap();
+        s.permutation_importance(5).unwrap()
+    };
+    let before = fit(&rows_with(|x| 3.0 * x[0] + 0.2 * x[1]));
+    let same = fit(&rows_with(|x| 3.0 * x[0] + 0.2 * x[1] + 1.0));
+    let after = fit(&rows_with(|x| 0.2 * x[0] + 3.0 * x[1]));
+    assert!(attribution_drift(&same, &before) < 0.01);
+    let moved = attribution_drift(&after, &before);
+    assert!(
+        moved > 0.8,
+        "{moved}: {:?} vs {:?}",
+        shares(&after),
+        shares(&before)
+    );
+}

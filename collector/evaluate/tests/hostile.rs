@@ -28,6 +28,11 @@ fn any_f64() -> impl Strategy<Value = f64> {
     ]
 }
 
+/// Mostly small counts, sometimes one that overflows any sum.
+fn count() -> impl Strategy<Value = u64> {
+    prop_oneof![8 => 0u64..200, 1 => Just(u64::MAX), 1 => any::<u64>()]
+}
+
 fn kll() -> impl Strategy<Value = Kll> {
     (
         0u32..300,
@@ -50,12 +55,12 @@ fn column() -> impl Strategy<Value = ColumnProfile> {
             kll(),
             proptest::option::of((
                 proptest::collection::vec(any_f64(), 0..6),
-                proptest::collection::vec(0u64..100, 0..8),
+                proptest::collection::vec(count(), 0..8),
             )),
         )),
         proptest::option::of((
             0u64..2000,
-            proptest::collection::vec(("[a-c]{0,2}", 0u64..500), 0..6),
+            proptest::collection::vec(("[a-c]{0,2}", count()), 0..6),
         )),
         (any_f64(), any_f64()),
     )
@@ -98,11 +103,11 @@ fn column() -> impl Strategy<Value = ColumnProfile> {
 fn classification() -> impl Strategy<Value = ClassificationOutcomes> {
     (
         0u32..5,
-        proptest::collection::vec(0u64..200, 0..20),
-        proptest::collection::vec(proptest::collection::vec(0u64..50, 0..101), 0..4),
+        proptest::collection::vec(count(), 0..20),
+        proptest::collection::vec(proptest::collection::vec(count(), 0..101), 0..4),
         any_f64(),
         0u64..500,
-        proptest::collection::vec(0u64..100, 0..4),
+        proptest::collection::vec(count(), 0..4),
     )
         .prop_map(
             |(n_classes, confusion, hists, log_loss_sum, scored, predicted)| {
