@@ -700,7 +700,7 @@ async fn slack_payload_has_text_and_blocks() {
     let payload = got.json;
     let text = payload["text"].as_str().unwrap();
     assert!(
-        text.contains("FIRING") && text.contains("trust_score < 60") && text.contains("12.5"),
+        text.contains("FIRING") && text.contains("trust_score &lt; 60") && text.contains("12.5"),
         "{text}"
     );
     let blocks = payload["blocks"].as_array().unwrap();
@@ -712,7 +712,7 @@ async fn slack_payload_has_text_and_blocks() {
     assert_eq!(fields.len(), 4);
     assert!(fields.iter().all(|f| f["type"] == "mrkdwn"));
     assert_eq!(fields[0]["text"], "*Severity*\ncritical");
-    assert_eq!(fields[2]["text"], "*Value*\n12.5 (< 60)");
+    assert_eq!(fields[2]["text"], "*Value*\n12.5 (&lt; 60)");
     let context = blocks[2]["elements"][0]["text"].as_str().unwrap();
     assert!(
         context.contains("rule `trust`") && context.contains("<!date^0^"),

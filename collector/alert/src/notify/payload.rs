@@ -35,12 +35,12 @@ pub fn slack_payload(n: &Notification) -> Value {
         ("Metric", format!("`{}`", escape(&n.metric))),
         (
             "Value",
-            format!(
+            escape(&format!(
                 "{} ({} {})",
                 value,
                 n.comparator,
                 format_number(n.threshold)
-            ),
+            )),
         ),
         ("Subject", escape(&subject)),
     ];
@@ -49,7 +49,7 @@ pub fn slack_payload(n: &Notification) -> Value {
         format!(" · window <!date^{secs}^{{date_short_pretty}} {{time}}|{secs}>")
     });
     json!({
-        "text": format!("{headline}: {} {} {} (value {value})", n.metric, n.comparator, format_number(n.threshold)),
+        "text": escape(&format!("{headline}: {} {} {} (value {value})", n.metric, n.comparator, format_number(n.threshold))),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": clip(&headline, SLACK_HEADER_MAX), "emoji": true}},
             {"type": "section", "fields": fields.iter().map(|(name, text)| json!({
