@@ -14,49 +14,11 @@ const MAX_KLL_ITEMS: usize = 1 << 24;
 
 /// Failure probability of the rank-error bounds below: they hold with probability ≥ 99 %.
 pub const RANK_ERROR_DELTA: f64 = 0.01;
-/// Smallest compactor capacity of the SDK's KLL.
-const MIN_CAPACITY: u64 = 8;
-
-/// Capacity of level `h` in a KLL of `height` levels: ⌈k·(2/3)^depth⌉, at least 8.
-fn level_capacity(k: u32, height: usize, h: usize) -> u64 {
-    let depth = (height - 1 - h) as u32;
-    if depth > 30 {
-        return MIN_CAPACITY;
-    }
-    let num = u128::from(k) << depth;
-    let den = 3u128.pow(depth);
-    (num.div_ceil(den) as u64).max(MIN_CAPACITY)
-}
-
-/// Normalised rank error of one query, with probability ≥ 1 − δ:
-/// ε(δ) = sqrt(2·ln(2/δ)·S / n), S = Σ_{h<H−1} 2^h / (c_h − 1).
-///
-/// Each compaction at level h moves any rank by 0 or ±2^h with mean zero, and the m_h
-/// compactions there satisfy m_h·(c_h − 1)·2^h ≤ n, so Azuma–Hoeffding applies. This is the
-/// bound sdk-core documents for the sketches it writes (`sketch::kll::rank_error_bound`);
-/// it is 0 for a sketch of one level, which never compacted and is exact.
-pub fn rank_error_bound(k: u32, n: u64, height: usize, delta: f64) -> f64 {
-    if n == 0 || height <= 1 || !(delta > 0.0 && delta < 1.0) {
-        return 0.0;
-    }
-    let k = k.clamp(MIN_CAPACITY as u32, 1 << 16);
-    let height = height.min(MAX_KLL_LEVELS);
-    let s: f64 = (0..height - 1)
-        .map(|h| (1u64 << h) as f64 / (level_capacity(k, height, h) - 1) as f64)
-        .sum();
-    (2.0 * (2.0 / delta).ln() * s / n as f64).sqrt().min(1.0)
-}
-
-/// Rank error of every query at once (what a KS supremum needs): the one-query bound at
-/// δ/(m+1) on a grid of m = ⌈1/ε⌉ quantiles (union bound), plus the grid spacing 1/m.
-pub fn uniform_rank_error_bound(k: u32, n: u64, height: usize, delta: f64) -> f64 {
-    let eps = rank_error_bound(k, n, height, delta);
-    if eps == 0.0 {
-        return 0.0;
-    }
-    let m = (1.0 / eps).ceil();
-    (rank_error_bound(k, n, height, delta / (m + 1.0)) + 1.0 / m).min(1.0)
-}
+/// The KLL error bound is a property of the SDK's compaction schedule and bottom sampler, so it
+/// comes from sdk-core, which owns that algorithm and documents the proof:
+/// one query, probability ≥ 1 − δ: ε(δ) = sqrt(2·ln(2/δ)·(S + B/4)/n); every query at once:
+/// [`uniform_rank_error_bound`]. Both are 0 for a one-level sketch, which never compacted.
+pub use neurocloak_core::sketch::{rank_error_bound, uniform_rank_error_bound};
 
 /// A KLL sketch flattened into sorted `(value, weight)` pairs.
 #[derive(Debug, Clone)]
