@@ -14,12 +14,12 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
 # Binaries first, so integration tests that spawn them find fresh ones.
-cargo build --workspace --bins --locked
-cargo test --workspace --locked -- --test-threads=2
+cargo build --workspace --bins
+cargo test --workspace -- --test-threads=2
 
 for suite in scripts/test-*.sh; do
   [ -e "$suite" ] || continue
