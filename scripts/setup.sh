@@ -8,7 +8,7 @@ echo "== setup: rust components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 echo "== setup: FerretDB (MongoDB wire protocol server for tests)"
-if [ -x scripts/ferretdb.sh ]; then scripts/ferretdb.sh build; fi
+if [ "${NEUROCLOAK_SETUP_SKIP_FERRETDB:-0}" != 1 ]; then scripts/ferretdb.sh build; fi
 
 echo "== setup: python venv at $NEUROCLOAK_VENV"
 if [ ! -x "$NEUROCLOAK_VENV/bin/python" ]; then
