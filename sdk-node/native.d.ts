@@ -9,5 +9,138 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+export declare class NativeMonitor {
+  constructor(options: NativeOptions)
+  /** Feature names in column order; empty until configured or inferred. */
+  featureNames(): Array<string>
+  /** Registers a string so later rows can send its id instead of the string. */
+  intern(text: string): number
+  /** One row in schema order, packed by index.js, every string interned: the fast path. */
+  logPacked(values: Float64Array, tags: Uint8Array): void
+  /** One row in schema order with strings that are not interned and / or a prediction id. */
+  logPackedWith(values: Float64Array, tags: Uint8Array, texts: Array<string>, id?: string | undefined | null): void
+  /** One row with its feature names (first row, or keys that differ from the schema). */
+  logNamed(names: Array<string>, values: Float64Array, tags: Uint8Array, texts: Array<string>, id?: string | undefined | null): void
+  /** A columnar batch; typed arrays are read in place. */
+  logBatch(batch: NativeBatch): void
+  /** Ground truth for earlier predictions, by prediction id. */
+  logLabels(ids: Array<string>, labels: Float64Array, tags: Uint8Array, texts: Array<string>): void
+  /** Builds and ships the reference profile from training columns. */
+  setReference(columns: Array<NativeColumn>): void
+  /** Latency of one prediction in milliseconds. */
+  recordLatency(ms: number): void
+  /** Counts one failed prediction. */
+  recordError(): void
+  /** Resolves true once everything recorded so far is delivered, false on timeout. */
+  flush(timeoutMs: number): Promise<boolean>
+  /** Blocking flush for `process.on('exit')`, where nothing can be awaited. */
+  flushSync(timeoutMs: number): boolean
+  /** Flushes and stops; resolves true when everything was delivered in time. */
+  shutdown(timeoutMs: number): Promise<boolean>
+  stats(): Stats
+  /** With `agent: 'memory'`: closes open windows and returns their summaries. */
+  takeWindows(): Array<WindowSummary>
+}
+
+export interface ColumnSummary {
+  /** `numeric`, `categorical` or `boolean`. */
+  kind: string
+  count: number
+  missing: number
+  nan: number
+  posInf: number
+  negInf: number
+  typeMismatch: number
+  truncated: number
+  /** Over finite values (numeric columns). */
+  mean?: number
+  min?: number
+  max?: number
+}
+
+export interface FeatureOption {
+  name: string
+  /** `numeric`, `categorical` or `boolean`. */
+  kind: string
+}
+
+export interface NativeBatch {
+  columns: Array<NativeColumn>
+  predictions?: NativeColumn
+  labels?: NativeColumn
+  ids?: Array<string>
+  timestampsMs?: Float64Array
+  latenciesMs?: Float64Array
+  /** Row-major class probabilities, `scores.length / rows` per row. */
+  scores?: Float64Array
+}
+
+/** One column of a batch, normalised by index.js: exactly one of the data fields is set. */
+export interface NativeColumn {
+  name: string
+  f64?: Float64Array
+  f32?: Float32Array
+  i64?: BigInt64Array
+  /** 0 / 1 per row. */
+  bool?: Uint8Array
+  text?: Array<string>
+  /** Arrow-style validity bitmap: bit i clear = row i missing. */
+  validity?: Uint8Array
+}
+
+export interface NativeOptions {
+  project: string
+  model: string
+  version?: string
+  environment?: string
+  /** `binary`, `multiclass` or `regression`. */
+  task?: string
+  features?: Array<FeatureOption>
+  classes?: Array<string>
+  sensitive?: Array<string>
+  windowSeconds?: number
+  reservoirSize?: number
+  hashSampleRate?: number
+  maxStringLength?: number
+  /** `unix:///path.sock`, `http://host:port`, or `memory`. */
+  agent?: string
+  strict?: boolean
+}
+
 /** Version of the native addon, so the JS layer can refuse a mismatched build. */
 export declare function nativeVersion(): string
+
+export interface Stats {
+  /** Payloads handed to the shipper. */
+  sent: number
+  /** Payloads the agent acknowledged. */
+  delivered: number
+  /** Payloads dropped (backlog full, oversized, shut down). */
+  dropped: number
+  /** Payloads waiting or in flight. */
+  queued: number
+  /** Window parts shipped. */
+  windows: number
+  /** Rows rejected in strict mode. */
+  rejected: number
+}
+
+export interface WindowSummary {
+  windowStartMs: number
+  windowLengthMs: number
+  rows: number
+  errors: number
+  /** Rows whose keys differed from the schema. */
+  extraFeatures: number
+  /** Latencies recorded in this window. */
+  latencyCount: number
+  latencyP50Ms?: number
+  latencyP99Ms?: number
+  /** Rows kept in the reservoir sample. */
+  sampledRows: number
+  /** Prediction records kept for joining delayed labels. */
+  predictionRecords: number
+  features: Record<string, ColumnSummary>
+  prediction?: ColumnSummary
+  label?: ColumnSummary
+}

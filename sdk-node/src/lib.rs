@@ -1,6 +1,16 @@
-//! Node bindings for neurocloak-core: converts JS values, maps errors, registers.
+//! Node bindings for neurocloak-core (npm package `neurocloak`). This crate only converts JS
+//! values, maps errors to stable `err.code` strings and registers the `NativeMonitor` class;
+//! index.js adds the JS-side packing, the predict-function wrapper and the exit hooks.
+
+mod convert;
+mod error;
+mod monitor;
+mod summary;
 
 use napi_derive::napi;
+
+pub use error::Code;
+pub use monitor::NativeMonitor;
 
 /// Version of the native addon, so the JS layer can refuse a mismatched build.
 #[napi]
