@@ -27,6 +27,9 @@ pub struct WeightedSample {
     total: f64,
     n: u64,
     rank_error: f64,
+    /// The stream's range: the message's exact min/max widened to cover every item, since
+    /// compaction may have dropped the extremes from the items.
+    range: (f64, f64),
 }
 
 impl WeightedSample {
@@ -69,9 +72,16 @@ impl WeightedSample {
                 format!("KLL n = {} but its items weigh {total}", kll.n),
             ));
         }
+        let (lo, hi) = (items[0].0, items[items.len() - 1].0);
+        let range = if kll.min.is_finite() && kll.max.is_finite() {
+            (kll.min.min(lo), kll.max.max(hi))
+        } else {
+            (lo, hi)
+        };
         Ok(Self {
             items,
             total,
+            range,
             n: kll.n,
             rank_error: uniform_rank_error_bound(kll.k, kll.n, kll.levels.len(), RANK_ERROR_DELTA),
         })
@@ -85,6 +95,11 @@ impl WeightedSample {
     /// Bound on |F̂(x) − F(x)| for every x; 0 when no compaction happened.
     pub fn rank_error(&self) -> f64 {
         self.rank_error
+    }
+
+    /// Width of the stream's value range (≥ the items' range).
+    pub fn range_width(&self) -> f64 {
+        self.range.1 - self.range.0
     }
 
     pub fn min(&self) -> f64 {

@@ -179,7 +179,7 @@ pub struct WassersteinResult {
     pub distance: f64,
     /// Distance divided by the reference's standard deviation (floored at 0.001).
     pub normalized: f64,
-    /// Bound on |distance − exact| from the rank errors: (ε₁ + ε₂)·(max − min).
+    /// Bound on |distance − exact| from the rank errors: ε₁·range₁ + ε₂·range₂.
     pub error_bound: f64,
     /// `error_bound` in units of the reference standard deviation.
     pub normalized_error_bound: f64,
@@ -197,8 +197,10 @@ pub fn wasserstein(
             distance += (fa - fb).abs() * (next - v);
         }
     });
-    let span = reference.max().max(current.max()) - reference.min().min(current.min());
-    let error_bound = (reference.rank_error() + current.rank_error()) * span;
+    // |Ŵ − W| ≤ ∫|F̂₁ − F₁| + ∫|F̂₂ − F₂|, and each CDF error is ≤ ε and vanishes outside that
+    // sketch's exactly known [min, max].
+    let error_bound = reference.rank_error() * reference.range_width()
+        + current.rank_error() * current.range_width();
     let std = if reference_std.is_finite() {
         reference_std.max(0.001)
     } else {

@@ -150,6 +150,16 @@ fn sdk_profiles_evaluate_like_the_raw_data() {
         ks.error_bound
     );
 
+    let exact_w =
+        stats::wasserstein(&exact(&reference_data.income), &exact(&current.income), 1.0).distance;
+    let w = income.wasserstein.unwrap();
+    assert!(
+        (w.distance - exact_w).abs() <= w.error_bound,
+        "{} vs {exact_w} ± {}",
+        w.distance,
+        w.error_bound
+    );
+
     // Performance equals the confusion counts of the raw rows.
     let perf = eval.performance.result().unwrap();
     let PerformanceMetrics::Classification(m) = &perf.current else {
