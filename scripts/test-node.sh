@@ -51,3 +51,7 @@ done
 echo "== node: node --test"
 (cd sdk-node && node --test --test-concurrency=2 test/*.test.js)
 
+
+echo "== node: express example smoke test"
+npm_ci examples/node-express
+(cd examples/node-express && node --test test/*.test.js)
