@@ -1,0 +1,492 @@
+//! Disk queue tests: unit cases plus a model-based property test (ops against an in-memory
+//! model, with crashes, torn writes and damaged records).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::VecDeque;
+
+use neurocloak_proto::v1::{LabelBatch, ModelIdentity, WindowProfile};
+use proptest::prelude::*;
+
+use super::*;
+
+fn cfg(dir: &Path) -> QueueConfig {
+    QueueConfig {
+        dir: dir.to_path_buf(),
+        max_bytes: 1 << 30,
+        segment_bytes: 400,
+        fsync: FsyncPolicy::Never,
+        merge_grace_ms: 0,
+    }
+}
+
+fn item(tag: &str) -> IngestItem {
+    IngestItem {
+        payload: Some(Payload::Labels(LabelBatch {
+            identity: Some(ModelIdentity {
+                project: tag.into(),
+                ..Default::default()
+            }),
+            labels: vec![],
+        })),
+    }
+}
+
+fn tag_of(r: &StoredRecord) -> String {
+    match r.item.as_ref().and_then(|i| i.payload.as_ref()) {
+        Some(Payload::Labels(b)) => b.identity.clone().unwrap_or_default().project,
+        _ => String::new(),
+    }
+}
+
+fn rec(inst: &str, seq: u64, tag: &str) -> NewRecord {
+    NewRecord {
+        sdk_instance: inst.into(),
+        sequence: seq,
+        item: item(tag),
+    }
+}
+
+const ALL: BatchLimits = BatchLimits {
+    max_items: usize::MAX,
+    max_bytes: u64::MAX,
+};
+
+fn invariant(q: &DiskQueue) {
+    let s = q.stats();
+    assert_eq!(
+        s.received,
+        s.forwarded + s.dropped_total() + s.queued,
+        "{s:?}"
+    );
+}
+
+#[test]
+fn append_forward_ack_and_dedupe() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = DiskQueue::open(cfg(dir.path())).unwrap();
+    let out = q
+        .append(
+            vec![rec("a", 1, "x"), rec("a", 2, "y"), rec("a", 2, "y")],
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            Appended::Stored(1),
+            Appended::Stored(2),
+            Appended::Duplicate
+        ]
+    );
+    assert_eq!(
+        q.append(vec![rec("a", 1, "x")], 0).unwrap(),
+        vec![Appended::Duplicate]
+    );
+    let b = q.next_batch(0, ALL, false).unwrap().unwrap();
+    assert_eq!(b.records.iter().map(tag_of).collect::<Vec<_>>(), ["x", "y"]);
+    assert!(q.ack(&b.batch_id, 0).unwrap());
+    assert!(
+        !q.ack(&b.batch_id, 0).unwrap(),
+        "a second ack counts nothing"
+    );
+    let s = q.stats();
+    assert_eq!(
+        (s.received, s.forwarded, s.queued, s.duplicates),
+        (2, 2, 0, 2)
+    );
+    drop(q);
+    // The dedupe horizon survives a restart even though the records left the queue.
+    let mut q = DiskQueue::open(cfg(dir.path())).unwrap();
+    assert_eq!(
+        q.append(vec![rec("a", 2, "y")], 0).unwrap(),
+        vec![Appended::Duplicate]
+    );
+    assert_eq!(q.stats().queued, 0);
+}
+
+#[test]
+fn batch_in_flight_is_resent_with_the_same_id_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = DiskQueue::open(cfg(dir.path())).unwrap();
+    q.append(vec![rec("a", 1, "x"), rec("a", 2, "y")], 0)
+        .unwrap();
+    let b = q.next_batch(0, ALL, false).unwrap().unwrap();
+    drop(q);
+    let mut q = DiskQueue::open(cfg(dir.path())).unwrap();
+    q.append(vec![rec("a", 3, "z")], 0).unwrap();
+    let again = q.next_batch(0, ALL, false).unwrap().unwrap();
+    assert_eq!(again.batch_id, b.batch_id);
+    assert_eq!(
+        again.records.len(),
+        2,
+        "the late record is not folded into the old batch"
+    );
+    q.ack(&again.batch_id, 0).unwrap();
+    let next = q.next_batch(0, ALL, false).unwrap().unwrap();
+    assert_ne!(next.batch_id, b.batch_id);
+    assert_eq!(next.records.iter().map(tag_of).collect::<Vec<_>>(), ["z"]);
+}
+
+#[test]
+fn window_parts_wait_for_the_grace_period_capped_by_arrival() {
+    let window = |start: i64| IngestItem {
+        payload: Some(Payload::Window(WindowProfile {
+            window_start_ms: start,
+            window_length_ms: 1000,
+            ..Default::default()
+        })),
+    };
+    assert_eq!(ready_at(&window(0), 1000, 500), 1500);
+    assert_eq!(ready_at(&window(0), 1200, 500), 1500);
+    // A window far in the future (bad clock) still goes out one grace period after arrival.
+    assert_eq!(ready_at(&window(i64::MAX - 10), 1000, 500), 1500);
+    assert_eq!(ready_at(&window(-5000), 1000, 500), 1000);
+    assert_eq!(ready_at(&item("l"), 1000, 500), 1000);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.merge_grace_ms = 500;
+    let mut q = DiskQueue::open(c).unwrap();
+    q.append(
+        vec![NewRecord {
+            sdk_instance: "a".into(),
+            sequence: 1,
+            item: window(0),
+        }],
+        1000,
+    )
+    .unwrap();
+    assert!(q.next_batch(1499, ALL, false).unwrap().is_none());
+    assert_eq!(q.ready(1499, false).next_ready_ms, Some(1500));
+    assert!(
+        q.next_batch(1499, ALL, true).unwrap().is_some(),
+        "drain ignores grace"
+    );
+}
+
+#[test]
+fn disk_cap_drops_oldest_segments_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.max_bytes = 1000;
+    c.segment_bytes = 200;
+    let mut q = DiskQueue::open(c.clone()).unwrap();
+    for i in 0..60 {
+        q.append(vec![rec("a", i + 1, &format!("r{i}"))], 0)
+            .unwrap();
+        invariant(&q);
+        assert!(q.stats().disk_bytes <= c.max_bytes + c.segment_bytes + 100);
+    }
+    let s = q.stats();
+    assert!(s.dropped[&DropReason::DiskCap] > 0, "{s:?}");
+    let b = q.next_batch(0, ALL, false).unwrap().unwrap();
+    // What is left is the newest run of records, ending with the last one.
+    assert_eq!(tag_of(b.records.last().unwrap()), "r59");
+    let first: u64 = tag_of(&b.records[0])[1..].parse().unwrap();
+    assert_eq!(b.records.len() as u64, 60 - first);
+    drop(q);
+    let q = DiskQueue::open(c).unwrap();
+    let s = q.stats();
+    assert_eq!(
+        s.dropped_total(),
+        0,
+        "a restart does not mistake capped records for damage"
+    );
+    assert_eq!(s.queued, 60 - first);
+}
+
+#[test]
+fn cap_drop_of_the_batch_in_flight_cancels_its_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.max_bytes = 600;
+    c.segment_bytes = 150;
+    let mut q = DiskQueue::open(c).unwrap();
+    q.append(vec![rec("a", 1, "first")], 0).unwrap();
+    let b = q.next_batch(0, ALL, false).unwrap().unwrap();
+    for i in 2..40 {
+        q.append(vec![rec("a", i, "more")], 0).unwrap();
+    }
+    assert!(!q.inflight_is(&b.batch_id));
+    assert!(!q.ack(&b.batch_id, 0).unwrap());
+    invariant(&q);
+}
+
+#[test]
+fn rejected_batch_is_retried_record_by_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = DiskQueue::open(cfg(dir.path())).unwrap();
+    q.append(
+        vec![rec("a", 1, "ok1"), rec("a", 2, "bad"), rec("a", 3, "ok2")],
+        0,
+    )
+    .unwrap();
+    let b = q.next_batch(0, ALL, false).unwrap().unwrap();
+    q.reject(&b.batch_id, 0).unwrap();
+    let mut delivered = Vec::new();
+    while let Some(b) = q.next_batch(0, ALL, false).unwrap() {
+        assert_eq!(b.records.len(), 1);
+        if tag_of(&b.records[0]) == "bad" {
+            q.reject(&b.batch_id, 0).unwrap();
+        } else {
+            delivered.push(tag_of(&b.records[0]));
+            q.ack(&b.batch_id, 0).unwrap();
+        }
+    }
+    assert_eq!(delivered, ["ok1", "ok2"]);
+    let s = q.stats();
+    assert_eq!((s.forwarded, s.dropped[&DropReason::Rejected]), (2, 1));
+    invariant(&q);
+}
+
+#[test]
+fn damaged_state_file_is_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = DiskQueue::open(cfg(dir.path())).unwrap();
+    q.append(vec![rec("a", 1, "x")], 0).unwrap();
+    let b = q.next_batch(0, ALL, false).unwrap().unwrap();
+    drop(q);
+    fs::write(dir.path().join("forward.state"), b"garbage").unwrap();
+    let mut q = DiskQueue::open(cfg(dir.path())).unwrap();
+    assert!(q.state_was_damaged());
+    let again = q.next_batch(0, ALL, false).unwrap().unwrap();
+    assert_ne!(again.batch_id, b.batch_id);
+    assert_eq!(tag_of(&again.records[0]), "x");
+    let _ = b;
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(usize),
+    Retry,
+    Forward(usize),
+    SendNoAck(usize),
+    Crash,
+    TornAppend(usize, u8),
+    Damage(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1usize..5).prop_map(Op::Append),
+        1 => Just(Op::Retry),
+        3 => (1usize..6).prop_map(Op::Forward),
+        1 => (1usize..6).prop_map(Op::SendNoAck),
+        1 => Just(Op::Crash),
+        1 => ((1usize..4), any::<u8>()).prop_map(|(n, c)| Op::TornAppend(n, c)),
+        1 => any::<usize>().prop_map(Op::Damage),
+    ]
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    q: Option<DiskQueue>,
+    /// (id, tag) of every record the queue acknowledged and has not forwarded or lost.
+    model: VecDeque<(u64, String)>,
+    seq: u64,
+    tags: u64,
+    inflight: Option<(String, Vec<u64>)>,
+    /// The record with the highest sequence was lost, so a retry of it is new again.
+    newest_lost: bool,
+    newest_id: u64,
+}
+
+impl Harness {
+    fn q(&mut self) -> &mut DiskQueue {
+        self.q.as_mut().unwrap()
+    }
+
+    fn append(&mut self, n: usize) -> Vec<u64> {
+        let recs: Vec<NewRecord> = (0..n)
+            .map(|_| {
+                self.seq += 1;
+                self.tags += 1;
+                rec("inst", self.seq, &format!("t{}", self.tags))
+            })
+            .collect();
+        let tags: Vec<String> = recs
+            .iter()
+            .map(|r| match &r.item.payload {
+                Some(Payload::Labels(b)) => b.identity.clone().unwrap().project,
+                _ => unreachable!(),
+            })
+            .collect();
+        let out = self.q().append(recs, 0).unwrap();
+        let mut ids = Vec::new();
+        for (a, t) in out.into_iter().zip(tags) {
+            let Appended::Stored(id) = a else {
+                panic!("fresh sequence deduped")
+            };
+            self.model.push_back((id, t));
+            ids.push(id);
+            self.newest_id = id;
+            self.newest_lost = false;
+        }
+        ids
+    }
+
+    fn reopen(&mut self) -> QueueStats {
+        self.q = None;
+        self.q = Some(DiskQueue::open(cfg(self.dir.path())).unwrap());
+        self.q().stats()
+    }
+
+    /// After a crash the queue holds exactly the model, in order.
+    fn check_contents(&mut self) {
+        let b = self.q().next_batch(0, ALL, false).unwrap();
+        let got: Vec<(u64, String)> = b
+            .as_ref()
+            .map(|b| b.records.iter().map(|r| (r.id, tag_of(r))).collect())
+            .unwrap_or_default();
+        let want: Vec<(u64, String)> = match &self.inflight {
+            // A batch in flight comes back exactly as it was, even if more arrived since.
+            Some((_, ids)) => self
+                .model
+                .iter()
+                .filter(|(id, _)| ids.contains(id))
+                .cloned()
+                .collect(),
+            None => self.model.iter().cloned().collect(),
+        };
+        assert_eq!(got, want);
+        match (&self.inflight, &b) {
+            (Some((bid, _)), Some(b)) => assert_eq!(&b.batch_id, bid),
+            (None, Some(b)) => self.inflight = Some((b.batch_id.clone(), ids_of(b))),
+            _ => {}
+        }
+    }
+}
+
+fn ids_of(b: &Batch) -> Vec<u64> {
+    b.records.iter().map(|r| r.id).collect()
+}
+
+fn run_ops(ops: Vec<Op>) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = DiskQueue::open(cfg(dir.path())).unwrap();
+    let mut h = Harness {
+        dir,
+        q: Some(q),
+        model: VecDeque::new(),
+        seq: 0,
+        tags: 0,
+        inflight: None,
+        newest_lost: false,
+        newest_id: 0,
+    };
+    for op in ops {
+        match op {
+            Op::Append(n) => {
+                h.append(n);
+            }
+            Op::Retry => {
+                let seq = h.seq;
+                if seq == 0 {
+                    continue;
+                }
+                let out = h.q().append(vec![rec("inst", seq, "dup")], 0).unwrap();
+                if !h.newest_lost {
+                    assert_eq!(out, vec![Appended::Duplicate]);
+                } else if let Appended::Stored(id) = out[0] {
+                    // The lost record's sequence may be new again (unless the dedupe horizon
+                    // was persisted after it): keep the model in step.
+                    h.model.push_back((id, "dup".into()));
+                    h.newest_id = id;
+                    h.newest_lost = false;
+                }
+            }
+            Op::Forward(k) | Op::SendNoAck(k) => {
+                let limits = BatchLimits {
+                    max_items: k,
+                    max_bytes: u64::MAX,
+                };
+                let Some(b) = h.q().next_batch(0, limits, false).unwrap() else {
+                    assert!(h.model.is_empty());
+                    continue;
+                };
+                let ids = ids_of(&b);
+                if let Some((bid, want)) = &h.inflight {
+                    assert_eq!(&b.batch_id, bid);
+                    assert_eq!(&ids, want);
+                } else {
+                    let want: Vec<u64> = h.model.iter().take(k).map(|(id, _)| *id).collect();
+                    assert_eq!(ids, want);
+                }
+                if matches!(op, Op::Forward(_)) {
+                    assert!(h.q().ack(&b.batch_id, 0).unwrap());
+                    h.model.retain(|(id, _)| !ids.contains(id));
+                    h.inflight = None;
+                } else {
+                    h.inflight = Some((b.batch_id, ids));
+                }
+            }
+            Op::Crash => {
+                let s = h.reopen();
+                assert_eq!(s.dropped_total(), 0, "{s:?}");
+                h.check_contents();
+            }
+            Op::TornAppend(n, cut) => {
+                let ids = h.append(n);
+                let (path, off, len) = h.q().locate(*ids.last().unwrap()).unwrap();
+                let cut_at = off + u64::from(cut) % len;
+                let f = OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(cut_at).unwrap();
+                h.model.pop_back();
+                h.newest_lost = true;
+                if h.inflight
+                    .as_ref()
+                    .is_some_and(|(_, v)| v.contains(ids.last().unwrap()))
+                {
+                    h.inflight = None;
+                }
+                let s = h.reopen();
+                let lost = s.dropped_total();
+                assert!(lost <= 1, "{s:?}");
+                assert_eq!(s.received, s.queued + lost);
+                h.check_contents();
+            }
+            Op::Damage(ix) => {
+                if h.model.is_empty() {
+                    continue;
+                }
+                let i = ix % h.model.len();
+                let (id, _) = h.model[i].clone();
+                let (path, off, len) = h.q().locate(id).unwrap();
+                let mut bytes = fs::read(&path).unwrap();
+                let at = usize::try_from(off + len - 1).unwrap();
+                bytes[at] ^= 0xFF;
+                fs::write(&path, bytes).unwrap();
+                h.model.remove(i);
+                h.newest_lost |= id == h.newest_id;
+                if h.inflight.as_ref().is_some_and(|(_, v)| v.contains(&id)) {
+                    let (bid, mut v) = h.inflight.take().unwrap();
+                    v.retain(|x| *x != id);
+                    h.inflight = (!v.is_empty()).then_some((bid, v));
+                }
+                let s = h.reopen();
+                assert_eq!(s.dropped_total(), 1, "{s:?}");
+                h.check_contents();
+            }
+        }
+        invariant(h.q());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn disk_queue_matches_its_model(ops in prop::collection::vec(op(), 1..40)) {
+        run_ops(ops);
+    }
+}
+
+#[test]
+fn regression_damage_then_append_then_crash() {
+    run_ops(vec![
+        Op::Append(3),
+        Op::Crash,
+        Op::Damage(2),
+        Op::Append(1),
+        Op::Crash,
+    ]);
+}

@@ -1,0 +1,245 @@
+//! Where SDK data enters: the `AgentService` gRPC service. A push is validated, handed to the
+//! queue's group-commit writer and acknowledged only once it is on disk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use neurocloak_proto::v1::agent_service_server::AgentService;
+use neurocloak_proto::v1::push_request::Payload as PushPayload;
+use neurocloak_proto::v1::{
+    IngestItem, ModelIdentity, PushRequest, PushResponse, ReferenceBinsRequest,
+    ReferenceBinsResponse, ingest_item,
+};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot};
+use tonic::{Request, Response, Status};
+
+use crate::forward::Collector;
+use crate::queue::{Appended, DiskQueue, NewRecord};
+
+const MAX_NAME: usize = 256;
+const MAX_LABELS: usize = 1_000_000;
+/// Pushes written with one write + fdatasync at most.
+const MAX_GROUP: usize = 1024;
+
+/// Counters of the receive stage (pushes, not records).
+#[derive(Debug, Default)]
+pub struct ReceiveStats {
+    pub accepted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub invalid: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+type Reply = oneshot::Sender<Result<Appended, String>>;
+type AppendRequest = (NewRecord, Reply);
+
+/// Handle to the queue's writer thread, which batches concurrent pushes into one fsync.
+#[derive(Clone)]
+pub struct Appender {
+    tx: Arc<Mutex<Option<crossbeam_channel::Sender<AppendRequest>>>>,
+}
+
+impl Appender {
+    /// Starts the writer thread; it ends after [`Appender::close`].
+    pub fn start(
+        queue: Arc<Mutex<DiskQueue>>,
+        appended: Arc<Notify>,
+    ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = crossbeam_channel::unbounded::<AppendRequest>();
+        let handle = std::thread::Builder::new()
+            .name("neurocloak-queue-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(more) => group.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    let (records, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                    let result = queue.lock().append(records, crate::now_ms());
+                    match result {
+                        Ok(outcomes) => {
+                            for (reply, o) in replies.into_iter().zip(outcomes) {
+                                let _ = reply.send(Ok(o));
+                            }
+                            appended.notify_one();
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "queue append failed");
+                            for reply in replies {
+                                let _ = reply.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok((
+            Self {
+                tx: Arc::new(Mutex::new(Some(tx))),
+            },
+            handle,
+        ))
+    }
+
+    /// Refuses further appends; the writer finishes what it was given and exits.
+    pub fn close(&self) {
+        self.tx.lock().take();
+    }
+
+    pub async fn append(&self, record: NewRecord) -> Result<Appended, String> {
+        let (reply, answer) = oneshot::channel();
+        let sent = match self.tx.lock().as_ref() {
+            Some(tx) => tx.send((record, reply)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err("the agent is shutting down".into());
+        }
+        answer
+            .await
+            .map_err(|_| "the queue writer has stopped".to_string())?
+    }
+}
+
+/// The `AgentService` implementation.
+pub struct Receiver {
+    appender: Appender,
+    collector: Option<Collector>,
+    stats: Arc<ReceiveStats>,
+    bins_cache: Mutex<HashMap<String, (Instant, ReferenceBinsResponse)>>,
+    bins_ttl: Duration,
+}
+
+impl Receiver {
+    pub fn new(appender: Appender, collector: Option<Collector>, stats: Arc<ReceiveStats>) -> Self {
+        Self {
+            appender,
+            collector,
+            stats,
+            bins_cache: Mutex::new(HashMap::new()),
+            bins_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+fn check_identity(id: Option<&ModelIdentity>) -> Result<(), String> {
+    let id = id.ok_or("missing identity")?;
+    if id.project.is_empty() || id.model.is_empty() {
+        return Err("identity needs a project and a model".into());
+    }
+    for (name, v) in [
+        ("project", &id.project),
+        ("model", &id.model),
+        ("version", &id.version),
+        ("environment", &id.environment),
+    ] {
+        if v.len() > MAX_NAME {
+            return Err(format!("identity {name} longer than {MAX_NAME} bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// Rejects what the collector could never accept, before it takes space in the queue.
+pub fn validate(req: &PushRequest) -> Result<IngestItem, String> {
+    if req.sdk_instance.is_empty() || req.sdk_instance.len() > 128 {
+        return Err("sdk_instance must be 1 to 128 bytes".into());
+    }
+    let payload = match req.payload.clone() {
+        None => return Err("push without a payload".into()),
+        Some(PushPayload::Window(w)) => {
+            check_identity(w.identity.as_ref())?;
+            neurocloak_core::WindowProfile::from_proto(&w).map_err(|e| e.to_string())?;
+            ingest_item::Payload::Window(w)
+        }
+        Some(PushPayload::Labels(l)) => {
+            check_identity(l.identity.as_ref())?;
+            if l.labels.len() > MAX_LABELS {
+                return Err(format!("more than {MAX_LABELS} labels in one push"));
+            }
+            if l.labels
+                .iter()
+                .any(|r| r.id.is_empty() || r.id.len() > MAX_NAME)
+            {
+                return Err(format!("label ids must be 1 to {MAX_NAME} bytes"));
+            }
+            ingest_item::Payload::Labels(l)
+        }
+        Some(PushPayload::Reference(r)) => {
+            check_identity(r.identity.as_ref())?;
+            if let Some(p) = &r.profile {
+                neurocloak_core::WindowProfile::from_proto(p).map_err(|e| e.to_string())?;
+            }
+            if r.bins
+                .values()
+                .any(|b| b.edges.iter().any(|e| !e.is_finite()))
+            {
+                return Err("reference bin edges must be finite".into());
+            }
+            ingest_item::Payload::Reference(r)
+        }
+    };
+    Ok(IngestItem {
+        payload: Some(payload),
+    })
+}
+
+#[tonic::async_trait]
+impl AgentService for Receiver {
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        let req = request.into_inner();
+        let item = validate(&req).map_err(|e| {
+            self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+            Status::invalid_argument(e)
+        })?;
+        let record = NewRecord {
+            sdk_instance: req.sdk_instance,
+            sequence: req.sequence,
+            item,
+        };
+        match self.appender.append(record).await {
+            Ok(Appended::Stored(_)) => {
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                Ok(Response::new(PushResponse { duplicate: false }))
+            }
+            Ok(Appended::Duplicate) => {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                Ok(Response::new(PushResponse { duplicate: true }))
+            }
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                // Unavailable: the SDK keeps the payload and retries.
+                Err(Status::unavailable(format!("agent queue: {e}")))
+            }
+        }
+    }
+
+    async fn get_reference_bins(
+        &self,
+        request: Request<ReferenceBinsRequest>,
+    ) -> Result<Response<ReferenceBinsResponse>, Status> {
+        let req = request.into_inner();
+        check_identity(req.identity.as_ref()).map_err(Status::invalid_argument)?;
+        let key = format!("{:?}", req.identity);
+        if let Some((at, bins)) = self.bins_cache.lock().get(&key)
+            && at.elapsed() < self.bins_ttl
+        {
+            return Ok(Response::new(bins.clone()));
+        }
+        let Some(collector) = &self.collector else {
+            return Ok(Response::new(ReferenceBinsResponse::default()));
+        };
+        let bins = collector.reference_bins(req).await?;
+        let mut cache = self.bins_cache.lock();
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(key, (Instant::now(), bins.clone()));
+        Ok(Response::new(bins))
+    }
+}
