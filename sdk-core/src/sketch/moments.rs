@@ -63,12 +63,13 @@ impl Moments {
     #[inline]
     pub fn update(&mut self, x: f64) {
         debug_assert!(x.is_finite());
-        self.n += 1;
-        let d = x - self.mean;
-        self.mean += d / self.n as f64;
-        self.m2 += d * (x - self.mean);
-        self.min = self.min.min(x);
-        self.max = self.max.max(x);
+        self.merge(&Moments {
+            n: 1,
+            mean: x,
+            m2: 0.0,
+            min: x,
+            max: x,
+        });
     }
 
     /// Adds a slice of finite values: two passes over the slice (exact mean first, then the
@@ -101,7 +102,12 @@ impl Moments {
             lo[j] = lo[j].min(x);
             hi[j] = hi[j].max(x);
         }
-        let mean = (sum[0] + sum[1] + sum[2] + sum[3]) / xs.len() as f64;
+        let n = xs.len() as f64;
+        let mut mean = (sum[0] + sum[1] + sum[2] + sum[3]) / n;
+        if !mean.is_finite() {
+            // The sum of huge finite values overflowed; the mean itself cannot.
+            mean = xs.iter().map(|x| x / n).sum();
+        }
         let mut m2 = [0.0f64; 4];
         let chunks = xs.chunks_exact(4);
         let rest = chunks.remainder();
@@ -135,8 +141,10 @@ impl Moments {
         let n = self.n + o.n;
         let (na, nb, nn) = (self.n as f64, o.n as f64, n as f64);
         let d = o.mean - self.mean;
-        self.mean += d * nb / nn;
-        self.m2 += o.m2 + d * d * na * nb / nn;
+        // A convex combination cannot overflow even when `d` does; m2 may saturate to +inf for
+        // values near f64::MAX, which is the correct (if unhelpful) answer.
+        self.mean = self.mean * (na / nn) + o.mean * (nb / nn);
+        self.m2 += o.m2 + d * d * (na / nn) * nb;
         self.n = n;
         self.min = self.min.min(o.min);
         self.max = self.max.max(o.max);
@@ -165,11 +173,12 @@ impl Moments {
             }
             return Ok(Self::default());
         }
-        if fields.iter().any(|v| !v.is_finite()) {
-            return Err(invalid("Moments", "non-finite field"));
+        if !(p.mean.is_finite() && p.min.is_finite() && p.max.is_finite()) {
+            return Err(invalid("Moments", "non-finite mean, min or max"));
         }
-        if p.m2 < 0.0 || p.min > p.max {
-            return Err(invalid("Moments", "negative m2 or min > max"));
+        // m2 may legitimately saturate to +inf (values near f64::MAX), never NaN or negative.
+        if p.m2.is_nan() || p.m2 < 0.0 || p.min > p.max {
+            return Err(invalid("Moments", "NaN or negative m2, or min > max"));
         }
         Ok(Self {
             n: p.n,

@@ -1,0 +1,48 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! A forked child (gunicorn worker) starts with empty windows and keeps recording; the parent
+//! keeps what it recorded before the fork.
+
+mod common;
+
+use neurocloak_core::{Prediction, Value};
+
+fn log_rows(m: &neurocloak_core::Monitor, n: usize) {
+    for i in 0..n {
+        m.log(&[("x", Value::Number(i as f64))], &Prediction::default())
+            .unwrap();
+    }
+}
+
+#[test]
+fn child_starts_empty_and_parent_keeps_its_rows() {
+    let (m, sink) = common::monitor(|_| {});
+    log_rows(&m, 5);
+    m.before_fork();
+    // SAFETY: the child only runs code that allocates and takes locks released by
+    // after_fork_child, then leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        m.after_fork_child();
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            log_rows(&m, 10);
+            let w = common::flushed(&m, &sink);
+            w.rows == 10 && w.features["x"].counters.count == 10
+        }))
+        .unwrap_or(false);
+        // SAFETY: leaving the child without running the parent's test harness teardown.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    m.after_fork_parent();
+    let mut status = 0;
+    // SAFETY: waiting for the child we just created.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: {status}"
+    );
+    log_rows(&m, 1);
+    let w = common::flushed(&m, &sink);
+    assert_eq!(w.rows, 6);
+}
