@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "neurocloak/v1/profile.proto",
         "neurocloak/v1/agent.proto",
         "neurocloak/v1/ingest.proto",
+        "neurocloak/v1/query.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -29,6 +29,7 @@ pub struct Config {
     pub limits: Limits,
     pub retention: Retention,
     pub jobs: Jobs,
+    pub pipeline: crate::pipeline::PipelineConfig,
 }
 
 /// Days to keep each kind of data; 0 keeps it forever.
@@ -98,6 +99,7 @@ impl Default for Config {
             limits: Limits::default(),
             retention: Retention::default(),
             jobs: Jobs::default(),
+            pipeline: crate::pipeline::PipelineConfig::default(),
         }
     }
 }

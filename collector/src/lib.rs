@@ -6,15 +6,19 @@
 //! - [`schedule`] partitions per-window jobs between collectors with database leases;
 //! - [`retention`] deletes what is older than the configured retention;
 //! - [`api`] serves health, Prometheus metrics and the read API over HTTP;
+//! - [`pipeline`] evaluates closed windows, scores trust and runs alerts; [`api_eval`] serves
+//!   their REST routes and the live WebSocket;
 //! - [`server`] wires them into the `serve` command, [`admin`] runs the `admin` commands.
 
 pub mod admin;
 pub mod api;
+pub mod api_eval;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod pipeline;
 pub mod retention;
 pub mod schedule;
 pub mod server;

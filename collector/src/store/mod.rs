@@ -8,6 +8,9 @@
 //! be atomic: idempotency and leases rest on unique keys only, so the MongoDB backend behaves the
 //! same on FerretDB (which runs conditional updates as read-then-write).
 
+pub mod eval;
+pub mod eval_mongo;
+pub mod eval_sqlite;
 pub mod mongo;
 pub mod sqlite;
 
@@ -27,6 +30,8 @@ pub enum Scope {
     Ingest,
     /// Read projects, models and windows (dashboards, scripts).
     Read,
+    /// Write alert rules and channels, acknowledge alerts.
+    Admin,
 }
 
 impl Scope {
@@ -34,6 +39,7 @@ impl Scope {
         match self {
             Scope::Ingest => "ingest",
             Scope::Read => "read",
+            Scope::Admin => "admin",
         }
     }
 
@@ -41,8 +47,9 @@ impl Scope {
         match s {
             "ingest" => Ok(Scope::Ingest),
             "read" => Ok(Scope::Read),
+            "admin" => Ok(Scope::Admin),
             other => Err(Error::Invalid(format!(
-                "unknown scope {other:?} (expected ingest or read)"
+                "unknown scope {other:?} (expected ingest, read or admin)"
             ))),
         }
     }

@@ -1,0 +1,524 @@
+//! REST routes of the pipeline under `/api/v1` and the WebSocket `/api/v1/live`.
+//!
+//! Reads (evaluations, trust scores, alerts, rules, channels, history, deliveries, back-tests)
+//! need a key with the `read` scope; writes (rules, channels) and acknowledgements need the
+//! `admin` scope. A key only sees its own project. Errors answer `{"error": "..."}`; rule
+//! validation problems answer 400 (not a rule at all) or 422 (every violation listed).
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use neurocloak_alert::{Channel, Rule};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Error;
+use crate::auth::{Authenticator, Caller, Denied};
+use crate::ingest::API_KEY_HEADER;
+use crate::pipeline::alerts::{self, AlertFailure};
+use crate::pipeline::records::{RangeQuery, list_evaluations, list_trust};
+use crate::pipeline::{LiveEvent, Pipeline, query};
+use crate::store::{PageRequest, Scope};
+
+/// Largest JSON body accepted by the write routes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct EvalApi {
+    p: Pipeline,
+    auth: Authenticator,
+}
+
+pub fn router(p: Pipeline) -> Router {
+    let state = EvalApi {
+        auth: Authenticator::new(p.store.clone()),
+        p,
+    };
+    let model = "/api/v1/projects/{project}/models/{model}";
+    let project = "/api/v1/projects/{project}";
+    Router::new()
+        .route("/api/v1/live", get(live))
+        .route(&format!("{model}/evaluations"), get(evaluations))
+        .route(&format!("{model}/trust"), get(trust))
+        .route(&format!("{model}/trust/latest"), get(trust_latest))
+        .route(&format!("{project}/rules"), get(rules).post(create_rule))
+        .route(&format!("{project}/rules/backtest"), post(backtest))
+        .route(
+            &format!("{project}/rules/{{rule}}"),
+            get(rule).put(replace_rule).delete(delete_rule),
+        )
+        .route(
+            &format!("{project}/channels"),
+            get(channels).post(put_channel),
+        )
+        .route(
+            &format!("{project}/channels/{{channel}}"),
+            axum::routing::delete(delete_channel),
+        )
+        .route(&format!("{project}/alerts"), get(alerts_list))
+        .route(&format!("{project}/alerts/history"), get(history))
+        .route(&format!("{project}/alerts/{{dedup}}/ack"), post(ack))
+        .route(&format!("{project}/deliveries"), get(deliveries))
+        .with_state(state)
+}
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let f = AlertFailure::from(e);
+        ApiError(status(f.status), f.message)
+    }
+}
+
+impl From<AlertFailure> for ApiError {
+    fn from(f: AlertFailure) -> ApiError {
+        ApiError(status(f.status), f.message)
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn api_key<'a>(headers: &'a HeaderMap, query_key: Option<&'a str>) -> Option<&'a str> {
+    if let Some(v) = headers.get(API_KEY_HEADER) {
+        return v.to_str().ok();
+    }
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return auth.strip_prefix("Bearer ").map(str::trim);
+    }
+    query_key
+}
+
+async fn authorize(
+    s: &EvalApi,
+    headers: &HeaderMap,
+    query_key: Option<&str>,
+    project: &str,
+    scope: Scope,
+) -> ApiResult<Caller> {
+    let caller = s
+        .auth
+        .check(api_key(headers, query_key), &[scope])
+        .await
+        .map_err(|d| {
+            s.p.metrics.reject(match &d {
+                Denied::Unauthenticated(_) => "unauthenticated",
+                Denied::PermissionDenied(_) => "permission_denied",
+                Denied::Store(_) => "store_error",
+            });
+            match d {
+                Denied::Unauthenticated(m) => ApiError(StatusCode::UNAUTHORIZED, m.into()),
+                Denied::PermissionDenied(_) => ApiError(StatusCode::FORBIDDEN, d.to_string()),
+                Denied::Store(e) => e.into(),
+            }
+        })?;
+    if caller.project_id != project {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "api key belongs to another project".into(),
+        ));
+    }
+    Ok(caller)
+}
+
+#[derive(Debug, Deserialize)]
+struct RangeParams {
+    version: Option<String>,
+    environment: Option<String>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+impl RangeParams {
+    fn range(&self, project: String, model: String) -> ApiResult<RangeQuery> {
+        let version = match (&self.version, &self.environment) {
+            (Some(v), e) => Some((v.clone(), e.clone().unwrap_or_else(|| "production".into()))),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    "environment needs a version".into(),
+                ));
+            }
+        };
+        let q = RangeQuery {
+            project_id: project,
+            model,
+            version,
+            from_ms: self.from_ms.unwrap_or(i64::MIN),
+            to_ms: self.to_ms.unwrap_or(i64::MAX),
+        };
+        if q.from_ms > q.to_ms {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "from_ms is after to_ms".into(),
+            ));
+        }
+        Ok(q)
+    }
+
+    fn page(&self) -> PageRequest {
+        PageRequest {
+            cursor: self.cursor.clone(),
+            limit: self.limit.unwrap_or(100),
+        }
+    }
+}
+
+fn page_json<T: serde::Serialize>(items: Vec<T>, next: Option<String>) -> Json<Value> {
+    Json(json!({ "items": items, "next_cursor": next }))
+}
+
+async fn evaluations(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path((project, model)): Path<(String, String)>,
+    Query(q): Query<RangeParams>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    let got = list_evaluations(&s.p.docs, &q.range(project, model)?, &q.page()).await?;
+    Ok(page_json(got.items, got.next))
+}
+
+async fn trust(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path((project, model)): Path<(String, String)>,
+    Query(q): Query<RangeParams>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    let got = list_trust(&s.p.docs, &q.range(project, model)?, &q.page()).await?;
+    Ok(page_json(got.items, got.next))
+}
+
+async fn trust_latest(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path((project, model)): Path<(String, String)>,
+    Query(q): Query<RangeParams>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    let got = list_trust(&s.p.docs, &q.range(project, model)?, &PageRequest::first(1)).await?;
+    match got.items.into_iter().next() {
+        Some(t) => Ok(Json(json!(t))),
+        None => Err(ApiError(StatusCode::NOT_FOUND, "no trust score yet".into())),
+    }
+}
+
+async fn rules(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    Ok(Json(
+        json!({ "items": alerts::list_rules(&s.p, &project).await? }),
+    ))
+}
+
+async fn rule(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path((project, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    match alerts::get_rule(&s.p, &project, &id).await? {
+        Some(r) => Ok(Json(json!(r))),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("rule {id}"))),
+    }
+}
+
+fn parse_rule(body: &[u8]) -> ApiResult<Rule> {
+    Rule::from_json(body).map_err(|e| ApiError(status(e.http_status()), e.to_string()))
+}
+
+async fn create_rule(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    let rule = parse_rule(&body)?;
+    alerts::put_rule(&s.p, &project, &rule, true).await?;
+    Ok((StatusCode::CREATED, Json(json!(rule))))
+}
+
+async fn replace_rule(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path((project, id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    let rule = parse_rule(&body)?;
+    if rule.id != id {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "invalid rule: id: {:?} does not match the path ({id:?})",
+                rule.id
+            ),
+        ));
+    }
+    alerts::put_rule(&s.p, &project, &rule, false).await?;
+    Ok(Json(json!(rule)))
+}
+
+async fn delete_rule(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path((project, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    if alerts::delete_rule(&s.p, &project, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, format!("rule {id}")))
+    }
+}
+
+async fn backtest(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    Query(q): Query<RangeParams>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    let rule = parse_rule(&body)?;
+    let model = rule.model.clone().ok_or_else(|| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid rule: model: a back-test needs the rule's model".into(),
+        )
+    })?;
+    let mut range = q.range(project.clone(), model)?;
+    if range.version.is_none()
+        && let Some(v) = &rule.version
+    {
+        range.version = Some((
+            v.clone(),
+            q.environment.clone().unwrap_or_else(|| "production".into()),
+        ));
+    }
+    if rule.project != project {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid rule: project: not this project".into(),
+        ));
+    }
+    let (windows, transitions) = alerts::backtest(&s.p, &rule, &range).await?;
+    let fired: Vec<_> = transitions
+        .iter()
+        .filter(|t| t.kind == neurocloak_alert::TransitionKind::Fired)
+        .collect();
+    Ok(Json(json!({
+        "windows": windows,
+        "fired": fired.len(),
+        "transitions": transitions,
+    })))
+}
+
+async fn channels(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    Ok(Json(
+        json!({ "items": alerts::list_channels(&s.p, &project).await? }),
+    ))
+}
+
+async fn put_channel(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    let channel: Channel = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed channel: {e}")))?;
+    alerts::put_channel(&s.p, &project, &channel).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": channel.id, "kind": channel.kind })),
+    ))
+}
+
+async fn delete_channel(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path((project, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    if alerts::delete_channel(&s.p, &project, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, format!("channel {id}")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertParams {
+    status: Option<String>,
+    rule: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+impl AlertParams {
+    fn page(&self) -> PageRequest {
+        PageRequest {
+            cursor: self.cursor.clone(),
+            limit: self.limit.unwrap_or(100),
+        }
+    }
+}
+
+async fn alerts_list(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    Query(q): Query<AlertParams>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    if let Some(st) = &q.status
+        && !["pending", "firing", "resolved"].contains(&st.as_str())
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "status: one of pending, firing, resolved".into(),
+        ));
+    }
+    let got = alerts::list_alerts(&s.p, &project, q.status.clone(), &q.page()).await?;
+    Ok(page_json(got.items, got.next))
+}
+
+async fn history(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    Query(q): Query<AlertParams>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    let got = alerts::list_history(&s.p, &project, q.rule.clone(), &q.page()).await?;
+    Ok(page_json(got.items, got.next))
+}
+
+async fn deliveries(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    Query(q): Query<AlertParams>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    let got = alerts::list_deliveries(&s.p, &project, &q.page()).await?;
+    Ok(page_json(got.items, got.next))
+}
+
+#[derive(Debug, Deserialize)]
+struct AckBody {
+    by: String,
+}
+
+async fn ack(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path((project, dedup)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    let b: AckBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed body: {e}")))?;
+    let view = alerts::acknowledge(&s.p, &project, &dedup, &b.by).await?;
+    Ok(Json(json!(view)))
+}
+
+#[derive(Debug, Deserialize)]
+struct LiveParams {
+    project: String,
+    model: Option<String>,
+    /// Browsers cannot set headers on a WebSocket handshake.
+    api_key: Option<String>,
+}
+
+/// `GET /api/v1/live?project=P[&model=M][&api_key=K]`: JSON events (`{"type":
+/// "trust_score", ...}` / `{"type": "alert", ...}`); a `{"type": "lagged", "missed": n}` frame
+/// tells a slow reader how many events it lost.
+async fn live(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Query(q): Query<LiveParams>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, q.api_key.as_deref(), &q.project, Scope::Read).await?;
+    let rx = s.p.subscribe();
+    Ok(ws
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| stream_live(socket, rx, q.project, q.model)))
+}
+
+async fn stream_live(
+    mut socket: WebSocket,
+    mut rx: tokio::sync::broadcast::Receiver<LiveEvent>,
+    project: String,
+    model: Option<String>,
+) {
+    let mut lagged = 0u64;
+    loop {
+        let before = lagged;
+        tokio::select! {
+            event = query::next_event(&mut rx, &project, model.as_deref(), &mut lagged) => {
+                let Some(event) = event else { break };
+                if lagged > before {
+                    let note = json!({ "type": "lagged", "missed": lagged - before }).to_string();
+                    if socket.send(Message::Text(note.into())).await.is_err() {
+                        break;
+                    }
+                }
+                let Ok(text) = serde_json::to_string(&event) else { continue };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                // Clients only listen; anything but a close is ignored.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
