@@ -48,6 +48,9 @@ for f in native.js native.d.ts; do
   fi
 done
 
+echo "== node: index.d.ts type-checks against its usage (tsc --strict)"
+(cd sdk-node && npx tsc -p tsconfig.json)
+
 echo "== node: node --test"
 (cd sdk-node && node --test --test-concurrency=2 test/*.test.js)
 
