@@ -73,3 +73,88 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::store::{Batch, BatchItem, ModelKey, PageRequest, WindowPart, WindowQuery};
+
+    #[tokio::test]
+    async fn sweep_deletes_only_what_is_older_than_each_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!("sqlite://{}", dir.path().join("r.db").display());
+        let store = crate::store::open(&uri, "unused").await.unwrap();
+        let key = ModelKey {
+            project_id: "p".into(),
+            model: "m".into(),
+            version: "v".into(),
+            environment: "e".into(),
+        };
+        let now = 100 * DAY_MS;
+        let items = [99, 80, 5]
+            .into_iter()
+            .enumerate()
+            .map(|(i, day)| {
+                BatchItem::Window(WindowPart {
+                    id: format!("b:{i}"),
+                    key: key.clone(),
+                    window_start_ms: day * DAY_MS,
+                    window_length_ms: 60_000,
+                    rows: 1,
+                    agent_id: "a".into(),
+                    batch_id: "b".into(),
+                    received_ms: now,
+                    profile: vec![1],
+                })
+            })
+            .collect();
+        let batch = Batch {
+            project_id: "p".into(),
+            batch_id: "b".into(),
+            agent_id: "a".into(),
+            received_ms: now,
+            items,
+        };
+        store.store_batch(&batch).await.unwrap();
+        let metrics = Metrics::new().unwrap();
+        let retention = Retention {
+            windows_days: 30,
+            labels_days: 0,
+            ..Retention::default()
+        };
+        let report = sweep(&store, &retention, &metrics, now).await.unwrap();
+        assert!(
+            report.contains(&(RetentionTarget::Windows, 1)),
+            "{report:?}"
+        );
+        assert!(
+            !report.iter().any(|(t, _)| *t == RetentionTarget::Labels),
+            "0 days keeps forever"
+        );
+        let q = WindowQuery {
+            project_id: "p".into(),
+            model: "m".into(),
+            from_ms: 0,
+            to_ms: i64::MAX,
+            ..Default::default()
+        };
+        let left = store
+            .list_windows(&q, &PageRequest::first(10))
+            .await
+            .unwrap();
+        let days: Vec<i64> = left
+            .items
+            .iter()
+            .map(|w| w.window_start_ms / DAY_MS)
+            .collect();
+        assert_eq!(days, vec![99, 80]);
+        // The marker is younger than its retention, so a replay is still a duplicate.
+        assert!(store.store_batch(&batch).await.unwrap().duplicate);
+        assert!(
+            metrics
+                .render()
+                .contains("retention_deleted_total{target=\"windows\"} 1")
+        );
+    }
+}

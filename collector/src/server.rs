@@ -88,8 +88,6 @@ impl Server {
             stop_rx.clone(),
         )));
 
-        let pipeline =
-            crate::pipeline::start(&config, &store, &metrics, &stop_rx, &mut background).await?;
         let ingest = Ingest::new(
             Arc::clone(&store),
             Arc::clone(&metrics),
@@ -107,14 +105,12 @@ impl Server {
                 oversized_as_resource_exhausted(&m, res)
             }))
             .add_service(health_service)
-            .add_service(ingest)
-            .add_service(crate::pipeline::query_server(&pipeline, config.max_message_bytes));
+            .add_service(ingest);
         let api = router(ApiState {
             store: Arc::clone(&store),
             auth: Authenticator::new(Arc::clone(&store)),
             metrics: Arc::clone(&metrics),
-        })
-        .merge(crate::api_eval::router(pipeline));
+        });
 
         let mut grpc_stop = stop_rx.clone();
         let mut http_stop = stop_rx.clone();
@@ -147,27 +143,31 @@ impl Server {
 
 /// tonic answers an over-limit message with OUT_OF_RANGE; gRPC's convention (and what agents
 /// treat as "do not retry this as is") is RESOURCE_EXHAUSTED, as tonic already uses for an
-/// over-limit decompressed message.
+/// over-limit decompressed message. Undecodable protobuf keeps tonic's INTERNAL (the gRPC
+/// status-code table's choice for request parse errors) but is counted as a rejection.
 fn oversized_as_resource_exhausted<B>(
     metrics: &Metrics,
     mut res: http::Response<B>,
 ) -> http::Response<B> {
     let headers = res.headers_mut();
-    let out_of_range = headers
+    let status = headers
         .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11");
-    let too_large = headers
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let message = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
-    let exhausted = headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"8");
-    if out_of_range && too_large {
-        headers.insert("grpc-status", HeaderValue::from_static("8"));
-    }
-    if (out_of_range && too_large) || exhausted {
-        metrics.reject("oversized");
+        .unwrap_or("");
+    let too_large = message.contains("too%20large") || message.contains("too large");
+    let undecodable = message.contains("decode%20Protobuf") || message.contains("decode Protobuf");
+    match status.as_slice() {
+        b"11" if too_large => {
+            headers.insert("grpc-status", HeaderValue::from_static("8"));
+            metrics.reject("oversized");
+        }
+        b"8" => metrics.reject("oversized"),
+        b"13" if undecodable => metrics.reject("malformed"),
+        _ => {}
     }
     res
 }

@@ -438,6 +438,22 @@ async fn keys_sizes_and_the_read_api() {
         Code::PermissionDenied
     );
 
+    // Bytes that are not an IngestBatch: a clear error, and the server stays up.
+    for garbage in [vec![0xff, 0xff, 0xff], vec![0x08, 0x01], vec![0x0a, 0x80]] {
+        let status = push_raw(&collector, &key, garbage.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Internal, "{garbage:?}: {status:?}");
+        assert!(
+            status
+                .message()
+                .contains("failed to decode Protobuf message"),
+            "{status:?}"
+        );
+    }
+    let replay = push(&mut c, Some(&key), valid_batch(5)).await.unwrap();
+    assert!(replay.duplicate, "still serving, and still idempotent");
+
     // HTTP.
     let h = collector.http;
     assert_eq!(http_get(h, "/healthz", &[]).0, 200);
@@ -545,7 +561,75 @@ async fn keys_sizes_and_the_read_api() {
             "neurocloak_collector_ingest_rejects_total{reason=\"unauthenticated\"}"
         ) >= 4.0
     );
+    assert_eq!(
+        metric(
+            &text,
+            "neurocloak_collector_ingest_rejects_total{reason=\"malformed\"}"
+        ),
+        3.0
+    );
     assert!(text.contains("neurocloak_collector_store_latency_seconds_bucket"));
+}
+
+/// Sends arbitrary bytes as the Ingest request body (what a broken or hostile client might).
+async fn push_raw(c: &Collector, key: &str, body: Vec<u8>) -> Result<IngestAck, tonic::Status> {
+    let channel = Channel::from_shared(format!("http://{}", c.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut req = Request::new(body);
+    req.metadata_mut().insert("x-api-key", key.parse().unwrap());
+    let path = http::uri::PathAndQuery::from_static("/neurocloak.v1.IngestService/Ingest");
+    grpc.unary(req, path, RawCodec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Encodes raw bytes, decodes an `IngestAck`.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = IngestAck;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = IngestAck;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<IngestAck>, tonic::Status> {
+        use prost::Message as _;
+        IngestAck::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
 }
 
 const MAX_PAGE_FOR_TEST: u32 = 300;

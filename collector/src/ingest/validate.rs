@@ -527,3 +527,247 @@ impl Validator<'_> {
         Ok(key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use neurocloak_proto::v1::{IngestItem, LabelRecord};
+
+    fn identity() -> ModelIdentity {
+        ModelIdentity {
+            project: "p".into(),
+            model: "m".into(),
+            version: "v1".into(),
+            environment: "prod".into(),
+        }
+    }
+
+    /// A small but complete window, built with the SDK's sketches.
+    fn window() -> WindowProfile {
+        let kind = neurocloak_proto::v1::FeatureKind::Numeric;
+        let mut col = neurocloak_core::profile::ColumnProfile::new(kind);
+        col.counters.count = 2;
+        let numeric = col.numeric.as_mut().unwrap();
+        for x in [1.0, 2.0] {
+            numeric.moments.update(x);
+            numeric.kll.update(x);
+        }
+        let mut features = std::collections::BTreeMap::new();
+        features.insert("age".to_string(), col.to_proto());
+        WindowProfile {
+            identity: Some(identity()),
+            window_start_ms: 120_000,
+            window_length_ms: 60_000,
+            rows: 2,
+            features,
+            parts: 1,
+            ..Default::default()
+        }
+    }
+
+    fn batch(payload: Payload) -> IngestBatch {
+        IngestBatch {
+            batch_id: "b-1".into(),
+            agent_id: "a".into(),
+            items: vec![IngestItem {
+                payload: Some(payload),
+            }],
+        }
+    }
+
+    fn check(b: &IngestBatch) -> Result<Batch, Rejection> {
+        validate(b, "p", &Limits::default(), 7)
+    }
+
+    fn rejected(b: &IngestBatch) -> Rejection {
+        check(b).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn a_valid_window_becomes_a_part_with_a_derived_id() {
+        let b = check(&batch(Payload::Window(window()))).unwrap();
+        let BatchItem::Window(w) = &b.items[0] else {
+            panic!("not a window")
+        };
+        assert_eq!(w.id, "b-1:0");
+        assert_eq!(w.received_ms, 7);
+        assert_eq!(
+            WindowProfile::decode(w.profile.as_slice()).unwrap(),
+            window()
+        );
+    }
+
+    #[test]
+    fn hostile_numbers_and_names_name_their_field() {
+        for (bad, path) in [
+            (
+                f64::NAN,
+                "items[0].window.features[\"age\"].numeric.moments.mean",
+            ),
+            (
+                f64::INFINITY,
+                "items[0].window.features[\"age\"].numeric.moments.mean",
+            ),
+            (
+                f64::NEG_INFINITY,
+                "items[0].window.features[\"age\"].numeric.moments.mean",
+            ),
+        ] {
+            let mut w = window();
+            let col = w.features.get_mut("age").unwrap();
+            col.numeric.as_mut().unwrap().moments.as_mut().unwrap().mean = bad;
+            let r = rejected(&batch(Payload::Window(w)));
+            assert!(r.message.starts_with(path), "{}", r.message);
+            assert_eq!(r.reason, "number");
+        }
+        let mut w = window();
+        let col = w.features.remove("age").unwrap();
+        w.features.insert("x".repeat(10_000), col);
+        assert_eq!(rejected(&batch(Payload::Window(w))).reason, "identity");
+        let mut w = window();
+        w.identity.as_mut().unwrap().version = "v\u{0}1".into();
+        let r = rejected(&batch(Payload::Window(w)));
+        assert!(
+            r.message.starts_with("items[0].window.identity.version"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn windows_must_be_aligned_and_sane() {
+        for (start, len, field) in [
+            (120_001, 60_000, "window_start_ms"),
+            (-60_000, 60_000, "window_start_ms"),
+            (0, 0, "window_length_ms"),
+            (0, -5, "window_length_ms"),
+            (0, i64::MAX, "window_length_ms"),
+        ] {
+            let mut w = window();
+            w.window_start_ms = start;
+            w.window_length_ms = len;
+            let r = rejected(&batch(Payload::Window(w)));
+            assert!(
+                r.message.starts_with(&format!("items[0].window.{field}")),
+                "{}",
+                r.message
+            );
+        }
+    }
+
+    #[test]
+    fn batch_envelope_is_checked() {
+        let mut b = batch(Payload::Window(window()));
+        b.batch_id = String::new();
+        assert!(rejected(&b).message.starts_with("batch_id"));
+        b.batch_id = "id/with/slashes".into();
+        assert!(rejected(&b).message.starts_with("batch_id"));
+        b.batch_id = "b".repeat(129);
+        assert!(rejected(&b).message.starts_with("batch_id"));
+        let mut b = batch(Payload::Window(window()));
+        b.items = vec![
+            IngestItem {
+                payload: Some(Payload::Window(window()))
+            };
+            1001
+        ];
+        assert!(rejected(&b).message.starts_with("items: 1001 items"));
+        let b = IngestBatch {
+            items: vec![IngestItem { payload: None }],
+            ..batch(Payload::Window(window()))
+        };
+        assert_eq!(rejected(&b).message, "items[0]: item has no payload");
+    }
+
+    #[test]
+    fn another_projects_identity_is_refused() {
+        let mut w = window();
+        w.identity.as_mut().unwrap().project = "q".into();
+        let r = rejected(&batch(Payload::Window(w)));
+        assert_eq!(r.reason, "project");
+    }
+
+    #[test]
+    fn labels_need_ids_and_finite_values() {
+        let label = |id: &str, x: f64| LabelRecord {
+            id: id.into(),
+            label: Some(Value {
+                kind: Some(Kind::Number(x)),
+            }),
+            timestamp_ms: 0,
+        };
+        let ok = LabelBatch {
+            identity: Some(identity()),
+            labels: vec![label("a", 1.0)],
+        };
+        assert!(check(&batch(Payload::Labels(ok))).is_ok());
+        let empty = LabelBatch {
+            identity: Some(identity()),
+            labels: vec![],
+        };
+        assert_eq!(rejected(&batch(Payload::Labels(empty))).reason, "count");
+        let nan = LabelBatch {
+            identity: Some(identity()),
+            labels: vec![label("a", f64::NAN)],
+        };
+        let r = rejected(&batch(Payload::Labels(nan)));
+        assert!(
+            r.message.starts_with("items[0].labels.labels[0].label"),
+            "{}",
+            r.message
+        );
+        let no_id = LabelBatch {
+            identity: Some(identity()),
+            labels: vec![label("", 1.0)],
+        };
+        let r = rejected(&batch(Payload::Labels(no_id)));
+        assert!(
+            r.message.starts_with("items[0].labels.labels[0].id"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn reference_bins_must_fit_their_edges() {
+        let mut r = ReferenceProfile {
+            identity: Some(identity()),
+            profile: Some(window()),
+            ..Default::default()
+        };
+        r.bins.insert(
+            "age".into(),
+            FixedBins {
+                edges: vec![1.0, 2.0],
+                counts: vec![1, 2],
+            },
+        );
+        let rej = rejected(&batch(Payload::Reference(r.clone())));
+        assert!(
+            rej.message.starts_with("items[0].reference.bins[\"age\"]"),
+            "{}",
+            rej.message
+        );
+        r.bins.insert(
+            "age".into(),
+            FixedBins {
+                edges: vec![2.0, 1.0],
+                counts: vec![1, 2, 3],
+            },
+        );
+        assert!(
+            rejected(&batch(Payload::Reference(r.clone())))
+                .message
+                .contains("not sorted")
+        );
+        r.bins.insert(
+            "age".into(),
+            FixedBins {
+                edges: vec![1.0, 2.0],
+                counts: vec![1, 2, 3],
+            },
+        );
+        assert!(check(&batch(Payload::Reference(r))).is_ok());
+    }
+}

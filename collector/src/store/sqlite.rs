@@ -419,7 +419,9 @@ impl Store for SqliteStore {
         let batch = batch.clone();
         self.call(move |c| {
             // SQLite has transactions, so here the marker and the items commit together.
-            let tx = c.transaction()?;
+            // IMMEDIATE takes the write lock up front: a deferred transaction that reads first
+            // fails at once with SQLITE_BUSY when another connection wrote in between.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let seen = tx
                 .query_row(
                     "SELECT 1 FROM batches WHERE project_id = ?1 AND batch_id = ?2",
