@@ -88,6 +88,8 @@ impl Server {
             stop_rx.clone(),
         )));
 
+        let pipeline =
+            crate::pipeline::start(&config, &store, &metrics, &stop_rx, &mut background).await?;
         let ingest = Ingest::new(
             Arc::clone(&store),
             Arc::clone(&metrics),
@@ -105,12 +107,14 @@ impl Server {
                 oversized_as_resource_exhausted(&m, res)
             }))
             .add_service(health_service)
-            .add_service(ingest);
+            .add_service(ingest)
+            .add_service(crate::pipeline::query_server(&pipeline, config.max_message_bytes));
         let api = router(ApiState {
             store: Arc::clone(&store),
             auth: Authenticator::new(Arc::clone(&store)),
             metrics: Arc::clone(&metrics),
-        });
+        })
+        .merge(crate::api_eval::router(pipeline));
 
         let mut grpc_stop = stop_rx.clone();
         let mut http_stop = stop_rx.clone();
