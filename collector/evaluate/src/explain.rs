@@ -466,7 +466,14 @@ pub fn importances(p: &WindowProfile, cfg: &ExplainConfig) -> Result<(f64, BTree
     let rows = sampled_rows(p);
     let s = Surrogate::fit(&rows, task, &classes, focus_class(p), cfg)?;
     let fidelity = s.r2(&s.predict(&s.x)?);
-    Ok((fidelity, s.permutation_importance(cfg.seed)?))
+    let importance = s.permutation_importance(cfg.seed)?;
+    // Outputs near f64::MAX overflow the sums of squares; say so instead of reporting NaN.
+    if !fidelity.is_finite() || importance.values().any(|v| !v.is_finite()) {
+        return Err(EvalError::Surrogate(
+            "model outputs too large for a finite fit".into(),
+        ));
+    }
+    Ok((fidelity, importance))
 }
 
 /// Multiclass surrogates follow the most often predicted class.

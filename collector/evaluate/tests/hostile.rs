@@ -244,7 +244,13 @@ proptest! {
             if let Some(s) = t.score {
                 prop_assert!((0.0..=100.0).contains(&s), "score {s}");
             }
-            serde_json::to_string(&e).unwrap();
+            // NaN / ±inf would serialise as JSON null and not load back: outputs stay finite.
+            let json = serde_json::to_string(&e).unwrap();
+            let back: neurocloak_evaluate::WindowEvaluation = serde_json::from_str(&json)
+                .unwrap_or_else(|err| panic!("{err}: …{}", &json[err.column().saturating_sub(300)..(err.column() + 20).min(json.len())]));
+            prop_assert_eq!(&back.rows, &e.rows);
+            let t_json = serde_json::to_string(&t).unwrap();
+            let _: neurocloak_evaluate::TrustScore = serde_json::from_str(&t_json).unwrap();
         }
     }
 
