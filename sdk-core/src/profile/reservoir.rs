@@ -15,12 +15,19 @@ pub const MAX_RESERVOIR: u32 = 1 << 16;
 const MAX_ROW_FIELDS: usize = 1 << 16;
 
 /// A uniform sample without replacement of `min(capacity, seen)` rows (Vitter's algorithm R).
-#[derive(Debug, Clone, PartialEq)]
+/// Equality compares what goes on the wire, not the generator's state.
+#[derive(Debug, Clone)]
 pub struct Reservoir {
     capacity: u32,
     seen: u64,
     rows: Vec<pb::SampledRow>,
     rng: SplitMix64,
+}
+
+impl PartialEq for Reservoir {
+    fn eq(&self, o: &Self) -> bool {
+        (self.capacity, self.seen, &self.rows) == (o.capacity, o.seen, &o.rows)
+    }
 }
 
 impl Reservoir {
