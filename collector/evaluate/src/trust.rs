@@ -21,6 +21,19 @@ pub enum Component {
 }
 
 impl Component {
+    /// Weight used when `TrustConfig::weights` does not name the component.
+    pub fn default_weight(self) -> f64 {
+        match self {
+            Self::Performance => 0.25,
+            Self::Drift => 0.20,
+            Self::Fairness => 0.15,
+            Self::Robustness => 0.10,
+            Self::ExplainabilityStability => 0.05,
+            Self::DataQuality => 0.15,
+            Self::Operations => 0.10,
+        }
+    }
+
     pub const ALL: [Self; 7] = [
         Self::Performance,
         Self::Drift,
@@ -59,6 +72,7 @@ impl Ramp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrustConfig {
+    /// Weight per component; a component not listed keeps its default weight, 0 removes it.
     pub weights: BTreeMap<Component, f64>,
     /// Drop of the primary metric below the baseline's (AUC / accuracy / R² points).
     pub performance_drop: Ramp,
@@ -103,15 +117,7 @@ pub struct TrustConfig {
 
 impl Default for TrustConfig {
     fn default() -> Self {
-        let weights = [
-            (Component::Performance, 0.25),
-            (Component::Drift, 0.20),
-            (Component::Fairness, 0.15),
-            (Component::Robustness, 0.10),
-            (Component::ExplainabilityStability, 0.05),
-            (Component::DataQuality, 0.15),
-            (Component::Operations, 0.10),
-        ];
+        let weights = Component::ALL.map(|c| (c, c.default_weight()));
         Self {
             weights: weights.into_iter().collect(),
             performance_drop: Ramp::new(0.0, 0.2),
@@ -140,6 +146,13 @@ impl Default for TrustConfig {
 }
 
 impl TrustConfig {
+    pub fn weight(&self, c: Component) -> f64 {
+        self.weights
+            .get(&c)
+            .copied()
+            .unwrap_or_else(|| c.default_weight())
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(EvalError::InvalidConfig(m));
         for (c, w) in &self.weights {
@@ -540,7 +553,7 @@ pub fn trust_score(e: &WindowEvaluation, cfg: &TrustConfig, history: &[f64]) -> 
     let mut findings = Vec::new();
     let mut components = Vec::new();
     for (c, rule) in rules {
-        let weight = cfg.weights.get(&c).copied().unwrap_or(0.0);
+        let weight = cfg.weight(c);
         let (score, left_out) = match rule(e, cfg) {
             Ok(f) => match f.score() {
                 Some(s) => {
@@ -562,10 +575,7 @@ pub fn trust_score(e: &WindowEvaluation, cfg: &TrustConfig, history: &[f64]) -> 
             left_out,
         });
     }
-    let total: f64 = scores
-        .keys()
-        .map(|c| cfg.weights.get(c).copied().unwrap_or(0.0))
-        .sum();
+    let total: f64 = scores.keys().map(|&c| cfg.weight(c)).sum();
     for cs in &mut components {
         if scores.contains_key(&cs.component) && total > 0.0 {
             cs.effective_weight = cs.weight / total;
@@ -603,7 +613,11 @@ pub fn trust_score(e: &WindowEvaluation, cfg: &TrustConfig, history: &[f64]) -> 
             .then_with(|| a.0.text.cmp(&b.0.text))
     });
     let reasons = top_reasons(ranked.into_iter().map(|r| r.0).collect(), cfg.top_reasons);
-    let score = combine(&scores, &cfg.weights);
+    let weights = Component::ALL
+        .map(|c| (c, cfg.weight(c)))
+        .into_iter()
+        .collect();
+    let score = combine(&scores, &weights);
     Ok(TrustScore {
         score,
         components,

@@ -387,3 +387,83 @@ fn configured_tests_decide_with_their_thresholds() {
     let small = column_drift("x", &col(&b), &col(&a), None, 500, &DriftConfig::default()).unwrap();
     assert_eq!(small.test, DriftTest::Ks);
 }
+
+#[test]
+fn benjamini_hochberg_tempers_a_lone_borderline_feature() {
+    use neurocloak_evaluate::drift::evaluate_drift;
+    use neurocloak_proto::v1::WindowProfile;
+    // n = m = 800 (≤ 1000: KS decides). `x` shifted by 0.18 σ gives p ≈ 0.03; three unchanged
+    // features give p = 1. Alone it drifts; across 4 tests its BH q ≈ 0.12 does not.
+    let base = common::normal_grid(800, 0.0, 1.0);
+    let moved = common::normal_grid(800, 0.18, 1.0);
+    let col = |v: &[f64]| common::numeric_column(v, common::exact_kll(v), None);
+    let profile = |x: &[f64]| WindowProfile {
+        rows: 800,
+        features: [
+            ("x", x),
+            ("a", &base[..]),
+            ("b", &base[..]),
+            ("c", &base[..]),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), col(v)))
+        .collect(),
+        ..Default::default()
+    };
+    let (current, reference) = (profile(&moved), profile(&base));
+    let plain = evaluate_drift(
+        &current,
+        &reference,
+        &BTreeMap::new(),
+        &DriftConfig::default(),
+    )
+    .unwrap();
+    let x = plain.features.iter().find(|f| f.feature == "x").unwrap();
+    assert_eq!(x.test, DriftTest::Ks);
+    assert!(
+        x.drifted && x.score > 0.01 && x.score < 0.05,
+        "p = {}",
+        x.score
+    );
+    let cfg = DriftConfig {
+        benjamini_hochberg: true,
+        ..Default::default()
+    };
+    let adjusted = evaluate_drift(&current, &reference, &BTreeMap::new(), &cfg).unwrap();
+    let x = adjusted.features.iter().find(|f| f.feature == "x").unwrap();
+    let q = x.adjusted_p_value.unwrap();
+    assert!(
+        (q - (x.score * 4.0).min(1.0)).abs() < 1e-12,
+        "q = {q}, p = {}",
+        x.score
+    );
+    assert!(!x.drifted && adjusted.drifted == 0);
+    assert!(x.describe().contains(&format!("p={q:.3}")));
+}
+
+#[test]
+fn configuration_loads_from_partial_json() {
+    // What a project stores: only the overrides; everything else keeps its default.
+    let cfg: neurocloak_evaluate::EvalConfig = serde_json::from_str(
+        r#"{"drift": {"numeric_test": "psi", "features": {"age": {"test": "ks", "threshold": 0.01},
+                      "id": {"ignore": true}}},
+            "fairness": {"min_group_size": 100}}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.drift.numeric_test, Some(DriftTest::Psi));
+    assert_eq!(cfg.drift.features["age"].threshold, Some(0.01));
+    assert!(cfg.drift.features["id"].ignore);
+    assert_eq!(cfg.drift.p_value_threshold, 0.05);
+    assert_eq!(cfg.fairness.min_group_size, 100);
+    assert!(cfg.validate().is_ok());
+    let trust: neurocloak_evaluate::TrustConfig = serde_json::from_str(
+        r#"{"weights": {"drift": 0.5}, "p99_latency": {"full_at": 50000, "zero_at": 500000}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        trust.weights.len(),
+        1,
+        "weights given replace the default map"
+    );
+    assert!(trust.validate().is_ok());
+}
