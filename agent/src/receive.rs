@@ -20,7 +20,8 @@ use crate::forward::Collector;
 use crate::queue::{Appended, DiskQueue, NewRecord};
 
 const MAX_NAME: usize = 256;
-const MAX_LABELS: usize = 1_000_000;
+/// The collector's own limit per label batch; larger pushes could never be forwarded.
+const MAX_LABELS: usize = 100_000;
 /// Pushes written with one write + fdatasync at most.
 const MAX_GROUP: usize = 1024;
 
@@ -154,6 +155,13 @@ pub fn validate(req: &PushRequest) -> Result<IngestItem, String> {
         None => return Err("push without a payload".into()),
         Some(PushPayload::Window(w)) => {
             check_identity(w.identity.as_ref())?;
+            // Aligned windows are what lets parts of different processes merge.
+            if w.window_length_ms <= 0
+                || w.window_start_ms < 0
+                || w.window_start_ms % w.window_length_ms != 0
+            {
+                return Err("window_start_ms must be a non-negative multiple of a positive window_length_ms".into());
+            }
             neurocloak_core::WindowProfile::from_proto(&w).map_err(|e| e.to_string())?;
             ingest_item::Payload::Window(w)
         }
