@@ -1,0 +1,641 @@
+//! Scenarios through the real collector binary: windows recorded by sdk-core's `Monitor`,
+//! pushed over gRPC ingest with a real API key, evaluated by the pipeline, read back over REST
+//! and gRPC; alerts delivered to a real local webhook receiver that checks the signature.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod pipeline_support;
+
+use std::time::Duration;
+
+use neurocloak_proto::v1::query_service_client::QueryServiceClient;
+use neurocloak_proto::v1::{WatchRequest, live_update};
+use pipeline_support::*;
+use serde_json::{Value as Json, json};
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    collector: common::Collector,
+    /// ingest + read
+    key: String,
+    /// read + admin
+    admin_key: String,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    let boot = common::admin(&[
+        "bootstrap",
+        "--org",
+        "acme",
+        "--project",
+        PROJECT,
+        "--storage",
+        &storage,
+    ]);
+    let admin = common::admin(&[
+        "create-key",
+        "--project",
+        PROJECT,
+        "--name",
+        "ops",
+        "--scopes",
+        "read,admin",
+        "--storage",
+        &storage,
+    ]);
+    let cfg = write_config(dir.path());
+    let collector = common::Collector::start(
+        &storage,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    Setup {
+        key: boot["api_key"].as_str().unwrap().to_owned(),
+        admin_key: admin["api_key"].as_str().unwrap().to_owned(),
+        collector,
+        _dir: dir,
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn score(t: &Json) -> f64 {
+    t["trust"]["score"].as_f64().unwrap()
+}
+
+/// Pushes the reference and the given windows (one batch each); returns the window starts.
+async fn push_windows(s: &Setup, model: &str, traffic: &[Traffic]) -> Vec<i64> {
+    let reference = reference(model, "v1");
+    let edges = reference.edges();
+    push(
+        s.collector.grpc,
+        &s.key,
+        &format!("{model}-ref"),
+        vec![reference_item(reference.to_proto())],
+    )
+    .await;
+    let mut starts = Vec::new();
+    for (i, t) in traffic.iter().enumerate() {
+        let at = start(i as i64);
+        let (w, _) = window(model, "v1", &edges, t, at);
+        push(
+            s.collector.grpc,
+            &s.key,
+            &format!("{model}-w{i}"),
+            vec![window_item(w)],
+        )
+        .await;
+        starts.push(at);
+    }
+    starts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stable_stream_keeps_trust_high_without_drift_and_streams_scores() {
+    let s = setup();
+    let mut watch = QueryServiceClient::connect(format!("http://{}", s.collector.grpc))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(WatchRequest {
+        project: PROJECT.into(),
+        model: "stable".into(),
+    });
+    req.metadata_mut()
+        .insert("x-api-key", s.key.parse().unwrap());
+    let mut stream = watch.watch_trust_scores(req).await.unwrap().into_inner();
+
+    let traffic: Vec<Traffic> = (1..=4).map(Traffic::stable).collect();
+    let starts = push_windows(&s, "stable", &traffic).await;
+    for &at in &starts {
+        let t = wait_trust(s.collector.http, &s.key, "stable", "v1", at, WAIT, |_| true);
+        let m = &t["metrics"];
+        assert_eq!(m["drift"]["dataset_share"].as_f64(), Some(0.0), "{m}");
+        for f in FEATURES {
+            assert_eq!(
+                m["drift"]["features"][f]["drifted"].as_f64(),
+                Some(0.0),
+                "{f}: {m}"
+            );
+        }
+        assert!(
+            score(&t) >= 80.0,
+            "stable trust {}: {}",
+            score(&t),
+            t["trust"]
+        );
+        assert_eq!(t["revision"], "p1-l0");
+    }
+
+    // The live stream carried the scores of this model.
+    let event = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match event.event.unwrap() {
+        live_update::Event::TrustScore(p) => {
+            assert_eq!(p.model, "stable");
+            assert!(starts.contains(&p.window_start_ms));
+            assert!(p.score.is_some());
+        }
+        other => panic!("expected a trust score first, got {other:?}"),
+    }
+
+    // The gRPC listing agrees with REST, newest first.
+    let mut client = QueryServiceClient::connect(format!("http://{}", s.collector.grpc))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(neurocloak_proto::v1::ListTrustScoresRequest {
+        project: PROJECT.into(),
+        model: "stable".into(),
+        version: "v1".into(),
+        environment: "production".into(),
+        limit: 3,
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("x-api-key", s.key.parse().unwrap());
+    let page = client.list_trust_scores(req).await.unwrap().into_inner();
+    assert_eq!(page.items.len(), 3);
+    assert_eq!(page.items[0].window_start_ms, starts[3]);
+    assert!(!page.next_cursor.is_empty());
+    // Another project's data is not reachable with this key.
+    let mut req = tonic::Request::new(neurocloak_proto::v1::ListTrustScoresRequest {
+        project: "other".into(),
+        model: "stable".into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("x-api-key", s.key.parse().unwrap());
+    let denied = client.list_trust_scores(req).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+
+    // Evaluations are listed with the inputs they used.
+    let (status, evals) = http(
+        s.collector.http,
+        "GET",
+        &format!("/api/v1/projects/{PROJECT}/models/stable/evaluations?version=v1"),
+        Some(&s.key),
+        None,
+    );
+    assert_eq!(status, 200);
+    let items = evals["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    assert!(
+        items[0]["inputs"]["baseline"]
+            .as_str()
+            .unwrap()
+            .starts_with("reference:")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shifted_feature_is_flagged_on_that_feature_and_lowers_trust() {
+    let s = setup();
+    let shifted = Traffic {
+        x2_shift: 1.0,
+        ..Traffic::stable(3)
+    };
+    let starts = push_windows(
+        &s,
+        "shift",
+        &[Traffic::stable(1), Traffic::stable(2), shifted],
+    )
+    .await;
+    let before = wait_trust(
+        s.collector.http,
+        &s.key,
+        "shift",
+        "v1",
+        starts[1],
+        WAIT,
+        |_| true,
+    );
+    let after = wait_trust(
+        s.collector.http,
+        &s.key,
+        "shift",
+        "v1",
+        starts[2],
+        WAIT,
+        |_| true,
+    );
+    let f = &after["metrics"]["drift"]["features"];
+    assert_eq!(f["x2"]["drifted"].as_f64(), Some(1.0), "{f}");
+    assert_eq!(f["x1"]["drifted"].as_f64(), Some(0.0), "{f}");
+    assert_eq!(f["x3"]["drifted"].as_f64(), Some(0.0), "{f}");
+    assert!(f["x2"]["psi"].as_f64().unwrap() > 0.25, "{f}");
+    assert!(
+        score(&after) < score(&before),
+        "trust {} after the shift, {} before",
+        score(&after),
+        score(&before)
+    );
+    let reasons = after["trust"]["reasons"].to_string();
+    assert!(
+        reasons.contains("x2"),
+        "reasons name the feature: {reasons}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fairness_regression_in_one_group_is_caught_by_disparate_impact() {
+    let s = setup();
+    let unfair = Traffic {
+        group_b_penalty: 2.5,
+        ..Traffic::stable(2)
+    };
+    let starts = push_windows(&s, "fair", &[Traffic::stable(1), unfair]).await;
+    let fair = wait_trust(
+        s.collector.http,
+        &s.key,
+        "fair",
+        "v1",
+        starts[0],
+        WAIT,
+        |_| true,
+    );
+    let unfair = wait_trust(
+        s.collector.http,
+        &s.key,
+        "fair",
+        "v1",
+        starts[1],
+        WAIT,
+        |_| true,
+    );
+    let di = |t: &Json| {
+        t["metrics"]["fairness"]["group"]["disparate_impact"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        di(&fair) >= 0.8,
+        "fair window: {}",
+        fair["metrics"]["fairness"]
+    );
+    assert!(
+        di(&unfair) < 0.8,
+        "unfair window: {}",
+        unfair["metrics"]["fairness"]
+    );
+    let dpd = unfair["metrics"]["fairness"]["group"]["demographic_parity_difference"]
+        .as_f64()
+        .unwrap();
+    assert!(dpd > 0.1, "{dpd}");
+    assert!(score(&unfair) < score(&fair));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_labels_change_performance_of_their_window_only() {
+    let s = setup();
+    let model = "late";
+    let reference = reference(model, "v1");
+    let edges = reference.edges();
+    push(
+        s.collector.grpc,
+        &s.key,
+        "late-ref",
+        vec![reference_item(reference.to_proto())],
+    )
+    .await;
+    let unlabelled = |seed| Traffic {
+        inline_labels: false,
+        ..Traffic::stable(seed)
+    };
+    let (a, s0) = (start(0), start(1));
+    let (w0, truth0) = window(model, "v1", &edges, &unlabelled(10), a);
+    let (w1, _) = window(model, "v1", &edges, &unlabelled(11), s0);
+    let predicted: Vec<bool> = w0
+        .predictions
+        .iter()
+        .map(
+            |r| match r.prediction.as_ref().and_then(|v| v.kind.as_ref()) {
+                Some(neurocloak_proto::v1::value::Kind::Number(x)) => *x == 1.0,
+                other => panic!("prediction {other:?}"),
+            },
+        )
+        .collect();
+    push(
+        s.collector.grpc,
+        &s.key,
+        "late-w",
+        vec![window_item(w0), window_item(w1)],
+    )
+    .await;
+    for at in [a, s0] {
+        let t = wait_trust(s.collector.http, &s.key, model, "v1", at, WAIT, |_| true);
+        assert_eq!(t["revision"], "p1-l0");
+        assert!(
+            t["metrics"]["performance"].is_null(),
+            "no labels yet: {}",
+            t["metrics"]
+        );
+    }
+
+    // Labels arrive later, for the first window's predictions only.
+    let items = labels(model, "v1", &truth0)
+        .into_iter()
+        .map(label_item)
+        .collect();
+    push(s.collector.grpc, &s.key, "late-labels", items).await;
+    let n = truth0.len();
+    let t0 = wait_trust(s.collector.http, &s.key, model, "v1", a, WAIT, |t| {
+        t["revision"] == format!("p1-l{n}")
+    });
+    let correct = truth0
+        .iter()
+        .zip(&predicted)
+        .filter(|((_, label), pred)| label == *pred)
+        .count();
+    let accuracy = t0["metrics"]["performance"]["accuracy"].as_f64().unwrap();
+    assert!(
+        (accuracy - correct as f64 / n as f64).abs() < 1e-12,
+        "accuracy {accuracy} vs {correct}/{n}"
+    );
+    assert_eq!(
+        t0["metrics"]["performance"]["labelled"].as_u64(),
+        Some(n as u64)
+    );
+    // The other window is untouched, and both revisions of window 0 were stored once.
+    let t1 = wait_trust(s.collector.http, &s.key, model, "v1", s0, WAIT, |_| true);
+    assert_eq!(t1["revision"], "p1-l0");
+    let (_, evals) = http(
+        s.collector.http,
+        "GET",
+        &format!(
+            "/api/v1/projects/{PROJECT}/models/{model}/evaluations?version=v1&from_ms={a}&to_ms={}",
+            a + 1
+        ),
+        Some(&s.key),
+        None,
+    );
+    let revisions: Vec<&str> = evals["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["revision"].as_str().unwrap())
+        .collect();
+    assert_eq!(revisions.len(), 2, "{revisions:?}");
+    assert!(revisions.contains(&"p1-l0") && revisions.contains(&format!("p1-l{n}").as_str()));
+}
+
+/// A webhook receiver: keeps every request's signature headers and body.
+async fn receiver() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(axum::http::HeaderMap, Vec<u8>)>,
+) {
+    use axum::routing::post;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send((headers, body.to_vec()));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rule_fires_and_a_real_webhook_gets_a_signed_notification() {
+    let s = setup();
+    let (hook, mut received) = receiver().await;
+    let secret = "0123456789abcdef-signing";
+    let base = format!("/api/v1/projects/{PROJECT}");
+    let h = s.collector.http;
+
+    // Channels: admin scope to write; the secret never comes back.
+    let channel = json!({"id": "hook", "kind": "webhook", "url": format!("http://{hook}/hook"),
+                         "signing_secret": secret});
+    let (st, _) = http(
+        h,
+        "POST",
+        &format!("{base}/channels"),
+        Some(&s.key),
+        Some(&channel.to_string()),
+    );
+    assert_eq!(st, 403, "a read/ingest key cannot write channels");
+    let (st, body) = http(
+        h,
+        "POST",
+        &format!("{base}/channels"),
+        Some(&s.admin_key),
+        Some(&channel.to_string()),
+    );
+    assert_eq!(st, 201, "{body}");
+    let bad = json!({"id": "bad", "kind": "webhook", "url": "ftp://x", "signing_secret": secret});
+    let (st, _) = http(
+        h,
+        "POST",
+        &format!("{base}/channels"),
+        Some(&s.admin_key),
+        Some(&bad.to_string()),
+    );
+    assert_eq!(st, 422);
+    let (_, list) = http(h, "GET", &format!("{base}/channels"), Some(&s.key), None);
+    assert_eq!(list["items"], json!([{"id": "hook", "kind": "webhook"}]));
+    assert!(!list.to_string().contains(secret));
+
+    // Rules: malformed → 400, invalid → 422 with the field, valid → 201.
+    let (st, _) = http(
+        h,
+        "POST",
+        &format!("{base}/rules"),
+        Some(&s.admin_key),
+        Some("{not json"),
+    );
+    assert_eq!(st, 400);
+    let invalid = json!({"id": "r", "project": PROJECT, "name": "n", "metric": "drift.features.*.drifted",
+                         "comparator": ">=", "threshold": 1.0, "for_windows": -1, "severity": "warning",
+                         "channels": ["nope"]});
+    let (st, body) = http(
+        h,
+        "POST",
+        &format!("{base}/rules"),
+        Some(&s.admin_key),
+        Some(&invalid.to_string()),
+    );
+    assert_eq!(st, 422);
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("for_windows") && msg.contains("channels"),
+        "{msg}"
+    );
+    let rule = json!({"id": "feature-drift", "project": PROJECT, "model": "alerted",
+                      "name": "A feature drifted", "metric": "drift.features.*.drifted",
+                      "comparator": ">=", "threshold": 1.0, "for_windows": 1, "severity": "warning",
+                      "channels": ["hook"]});
+    let (st, body) = http(
+        h,
+        "POST",
+        &format!("{base}/rules"),
+        Some(&s.admin_key),
+        Some(&rule.to_string()),
+    );
+    assert_eq!(st, 201, "{body}");
+    let (st, _) = http(
+        h,
+        "POST",
+        &format!("{base}/rules"),
+        Some(&s.admin_key),
+        Some(&rule.to_string()),
+    );
+    assert_eq!(st, 409);
+
+    let shifted = Traffic {
+        x2_shift: 1.0,
+        ..Traffic::stable(2)
+    };
+    let starts = push_windows(&s, "alerted", &[Traffic::stable(1), shifted]).await;
+    wait_trust(h, &s.key, "alerted", "v1", starts[1], WAIT, |_| true);
+
+    let (headers, body) = tokio::time::timeout(WAIT, received.recv())
+        .await
+        .expect("no webhook within the wait")
+        .unwrap();
+    let ts = headers["x-neurocloak-timestamp"].to_str().unwrap();
+    let sig = headers["x-neurocloak-signature"].to_str().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    neurocloak_alert::verify_signature(
+        secret.as_bytes(),
+        ts,
+        &body,
+        sig,
+        now,
+        Duration::from_secs(300),
+    )
+    .expect("signature verifies");
+    assert!(
+        neurocloak_alert::verify_signature(
+            b"wrong-secret-0000",
+            ts,
+            &body,
+            sig,
+            now,
+            Duration::from_secs(300)
+        )
+        .is_err()
+    );
+    let note: Json = serde_json::from_slice(&body).unwrap();
+    assert_eq!(note["alert"]["kind"], "fire");
+    assert_eq!(note["alert"]["subject"], "x2");
+    assert_eq!(note["alert"]["rule_id"], "feature-drift");
+    assert_eq!(note["alert"]["window_start_ms"].as_i64(), Some(starts[1]));
+
+    // The alert is listed as firing; acknowledging needs the admin scope.
+    let (_, firing) = http(
+        h,
+        "GET",
+        &format!("{base}/alerts?status=firing"),
+        Some(&s.key),
+        None,
+    );
+    let alert = firing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["rule_id"] == "feature-drift")
+        .unwrap_or_else(|| panic!("{firing}"))
+        .clone();
+    let dedup = alert["alert"]["dedup_key"].as_str().unwrap();
+    let ack = json!({"by": "oncall@example.com"}).to_string();
+    let (st, _) = http(
+        h,
+        "POST",
+        &format!("{base}/alerts/{dedup}/ack"),
+        Some(&s.key),
+        Some(&ack),
+    );
+    assert_eq!(st, 403);
+    let (st, body) = http(
+        h,
+        "POST",
+        &format!("{base}/alerts/{dedup}/ack"),
+        Some(&s.admin_key),
+        Some(&ack),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["alert"]["acknowledged"]["by"], "oncall@example.com");
+    let (st, _) = http(
+        h,
+        "POST",
+        &format!("{base}/alerts/nope/ack"),
+        Some(&s.admin_key),
+        Some(&ack),
+    );
+    assert_eq!(st, 404);
+
+    // History and the delivery report were stored.
+    let (_, history) = http(
+        h,
+        "GET",
+        &format!("{base}/alerts/history?rule=feature-drift"),
+        Some(&s.key),
+        None,
+    );
+    let kinds: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"fired") && kinds.contains(&"acknowledged"),
+        "{kinds:?}"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, d) = http(h, "GET", &format!("{base}/deliveries"), Some(&s.key), None);
+        if d["items"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r["delivered"] == true))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A back-test over the stored history finds the same firing window.
+    let (st, bt) = http(
+        h,
+        "POST",
+        &format!("{base}/rules/backtest?version=v1"),
+        Some(&s.key),
+        Some(&rule.to_string()),
+    );
+    assert_eq!(st, 200, "{bt}");
+    assert_eq!(bt["windows"], 2);
+    assert_eq!(bt["fired"], 1);
+
+    // Default rules were created with the project.
+    let (_, rules) = http(h, "GET", &format!("{base}/rules"), Some(&s.key), None);
+    let ids: Vec<&str> = rules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"default-trust-score") && ids.contains(&"feature-drift"),
+        "{ids:?}"
+    );
+}
