@@ -46,6 +46,12 @@ fn bench_store(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, stor
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Elements(PROFILES_PER_BATCH as u64));
     group.sample_size(10);
+    if name == "sqlite" {
+        // The validation share of the cost (decoding every sketch with the SDK's decoder).
+        group.bench_function("validate_only", |b| {
+            b.iter(|| validate(&prepared[0], "bench", &limits, 0).unwrap())
+        });
+    }
     group.bench_function(name, |b| {
         b.to_async(rt).iter(|| async {
             let n = next.fetch_add(1, Ordering::Relaxed);

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use neurocloak_proto::v1::{ColumnProfile, WindowProfile};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value as Json_, json};
+use serde_json::{Value as JsonValue, json};
 
 use crate::Error;
 use crate::auth::{Authenticator, Caller, Denied};
@@ -116,13 +116,7 @@ async fn reader(s: &ApiState, headers: &HeaderMap, project: Option<&str>) -> Api
         .auth
         .check(api_key(headers), &[Scope::Read])
         .await
-        .inspect_err(|d| {
-            s.metrics.reject(match d {
-                Denied::Unauthenticated(_) => "unauthenticated",
-                Denied::PermissionDenied(_) => "permission_denied",
-                Denied::Store(_) => "store_error",
-            });
-        })?;
+        .inspect_err(|d| s.metrics.reject(d.reason()))?;
     if project.is_some_and(|p| p != caller.project_id) {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -153,7 +147,7 @@ struct PageBody<T> {
     next_cursor: Option<String>,
 }
 
-async fn projects(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult<Json<Json_>> {
+async fn projects(State(s): State<ApiState>, headers: HeaderMap) -> ApiResult<Json<JsonValue>> {
     let caller = reader(&s, &headers, None).await?;
     let project = s.store.get_project(&caller.project_id).await?;
     Ok(Json(
@@ -166,7 +160,7 @@ async fn models(
     headers: HeaderMap,
     Path(project): Path<String>,
     Query(p): Query<PageParams>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<JsonValue>> {
     reader(&s, &headers, Some(&project)).await?;
     let page = timed(
         &s.metrics,
@@ -185,7 +179,7 @@ async fn versions(
     headers: HeaderMap,
     Path((project, model)): Path<(String, String)>,
     Query(p): Query<PageParams>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<JsonValue>> {
     reader(&s, &headers, Some(&project)).await?;
     let page = timed(
         &s.metrics,
@@ -244,7 +238,7 @@ async fn windows(
     headers: HeaderMap,
     Path((project, model)): Path<(String, String)>,
     Query(p): Query<WindowParams>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<JsonValue>> {
     reader(&s, &headers, Some(&project)).await?;
     let query = WindowQuery {
         project_id: project,
@@ -290,7 +284,7 @@ async fn window(
     headers: HeaderMap,
     Path((project, model, start_ms)): Path<(String, String, i64)>,
     Query(p): Query<OneWindowParams>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<JsonValue>> {
     reader(&s, &headers, Some(&project)).await?;
     let key = ModelKey {
         project_id: project,
@@ -337,8 +331,8 @@ async fn window(
 }
 
 /// A JSON view of a profile: counts and moments per column (sketches stay binary).
-pub fn profile_json(w: &WindowProfile) -> Json_ {
-    let features: serde_json::Map<String, Json_> = w
+pub fn profile_json(w: &WindowProfile) -> JsonValue {
+    let features: serde_json::Map<String, JsonValue> = w
         .features
         .iter()
         .map(|(name, c)| (name.clone(), column_json(c)))
@@ -357,7 +351,7 @@ pub fn profile_json(w: &WindowProfile) -> Json_ {
     })
 }
 
-fn column_json(c: &ColumnProfile) -> Json_ {
+fn column_json(c: &ColumnProfile) -> JsonValue {
     let counters = c.counters.as_ref().map(|k| {
         json!({
             "count": k.count, "missing": k.missing, "nan": k.nan, "pos_inf": k.pos_inf,
@@ -381,7 +375,7 @@ fn column_json(c: &ColumnProfile) -> Json_ {
         .as_ref()
         .and_then(|cat| cat.items.as_ref())
         .map(|fi| {
-            let items: Vec<Json_> = fi
+            let items: Vec<JsonValue> = fi
                 .items
                 .iter()
                 .take(20)

@@ -93,6 +93,17 @@ pub enum Denied {
     Store(#[from] Error),
 }
 
+impl Denied {
+    /// Label for the rejects metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denied::Unauthenticated(_) => "unauthenticated",
+            Denied::PermissionDenied(_) => "permission_denied",
+            Denied::Store(_) => "store_error",
+        }
+    }
+}
+
 /// Checks API keys against the store.
 #[derive(Clone)]
 pub struct Authenticator {

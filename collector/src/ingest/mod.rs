@@ -47,13 +47,8 @@ impl Ingest {
             .get(API_KEY_HEADER)
             .and_then(|v| v.to_str().ok());
         self.auth.check(key, any_of).await.map_err(|d| {
-            let status = denied_status(&d);
-            self.metrics.reject(match d {
-                Denied::Unauthenticated(_) => "unauthenticated",
-                Denied::PermissionDenied(_) => "permission_denied",
-                Denied::Store(_) => "store_error",
-            });
-            status
+            self.metrics.reject(d.reason());
+            denied_status(&d)
         })
     }
 }

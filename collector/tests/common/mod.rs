@@ -125,13 +125,18 @@ pub struct Collector {
     child: Child,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The collector's data directory (keys and files it keeps beside the database).
+    _data: tempfile::TempDir,
 }
 
 impl Collector {
     /// Starts `serve` on ports chosen by the OS and waits for its "listening" line.
     pub fn start(storage: &str, extra: &[&str]) -> Collector {
+        let data = tempfile::tempdir().unwrap();
         let mut child = Command::new(collector_binary())
             .arg("serve")
+            .arg("--data-dir")
+            .arg(data.path())
             .arg("--storage")
             .arg(storage)
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
@@ -152,7 +157,12 @@ impl Collector {
                 .unwrap()
         };
         let (grpc, http) = (field("grpc"), field("http"));
-        Collector { child, grpc, http }
+        Collector {
+            child,
+            grpc,
+            http,
+            _data: data,
+        }
     }
 
     pub fn pid(&self) -> u32 {
