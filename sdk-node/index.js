@@ -223,8 +223,9 @@ function toNativeColumn(name, col) {
   }
   if (kind !== null && kind !== 'number' && kind !== 'string' && kind !== 'boolean') return null
   const out = { name }
-  if (kind === 'string') out.text = col.map((v) => (typeof v === 'string' ? v : ''))
-  else if (kind === 'boolean') out.bool = Uint8Array.from(col, (v) => (v ? 1 : 0))
+  // Strings cross napi once per distinct value: the column travels dictionary-encoded.
+  if (kind === 'string') return dictionaryColumn(name, col)
+  if (kind === 'boolean') out.bool = Uint8Array.from(col, (v) => (v ? 1 : 0))
   else out.f64 = Float64Array.from(col, (v) => (v === null || v === undefined ? 0 : Number(v)))
   if (missing > 0) {
     const validity = new Uint8Array((col.length + 7) >> 3)
@@ -234,6 +235,27 @@ function toNativeColumn(name, col) {
     out.validity = validity
   }
   return out
+}
+
+function dictionaryColumn(name, col) {
+  const index = new Map()
+  const text = []
+  const codes = new Int32Array(col.length)
+  for (let i = 0; i < col.length; i++) {
+    const v = col[i]
+    if (typeof v !== 'string') {
+      codes[i] = -1
+      continue
+    }
+    let code = index.get(v)
+    if (code === undefined) {
+      code = text.length
+      text.push(v)
+      index.set(v, code)
+    }
+    codes[i] = code
+  }
+  return { name, text, codes }
 }
 
 function columnsOf(columns, what) {

@@ -84,6 +84,8 @@ export interface NativeColumn {
   /** 0 / 1 per row. */
   bool?: Uint8Array
   text?: Array<string>
+  /** With `text` as the dictionary: one code per row, negative = missing. */
+  codes?: Int32Array
   /** Arrow-style validity bitmap: bit i clear = row i missing. */
   validity?: Uint8Array
 }

@@ -174,3 +174,108 @@ fn data_error(name: &str, issue: DataIssue) -> napi::Error<crate::error::Code> {
         issue,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn strings<'a>(texts: &'a [String], interned: &'a [String]) -> Strings<'a> {
+        Strings { texts, interned }
+    }
+
+    #[test]
+    fn cells_decode_every_tag() {
+        let texts = vec!["raw".to_owned()];
+        let interned = vec!["a".to_owned(), "b".to_owned()];
+        let s = strings(&texts, &interned);
+        let values = [1.5, 0.0, 1.0, 1.0, 0.0, 9.0];
+        let tags = [NUMBER, TEXT, INTERNED, BOOL, MISSING, 4];
+        assert_eq!(cell(&values, &tags, s, 0), Ok(Value::Number(1.5)));
+        assert_eq!(cell(&values, &tags, s, 1), Ok(Value::Text("raw")));
+        assert_eq!(cell(&values, &tags, s, 2), Ok(Value::Text("b")));
+        assert_eq!(cell(&values, &tags, s, 3), Ok(Value::Bool(true)));
+        assert_eq!(cell(&values, &tags, s, 4), Ok(Value::Missing));
+        assert_eq!(cell(&values, &tags, s, 5), Err(()));
+    }
+
+    #[test]
+    fn string_indices_out_of_range_are_invalid_not_a_panic() {
+        let s = strings(&[], &[]);
+        for x in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
+            assert_eq!(cell(&[x], &[TEXT], s, 0), Err(()));
+            assert_eq!(cell(&[x], &[INTERNED], s, 0), Err(()));
+        }
+    }
+
+    #[test]
+    fn packed_rows_check_their_shape() {
+        let s = strings(&[], &[]);
+        assert!(
+            Packed::new(&[0.0; 4], &[0; 4], s).is_err(),
+            "fewer tags than meta slots"
+        );
+        assert!(
+            Packed::new(&[0.0; 5], &[0; 6], s).is_err(),
+            "fewer values than tags"
+        );
+        // Score count pointing past the values.
+        let mut values = [0.0; 7];
+        let mut tags = [MISSING; 6];
+        values[1 + 4] = 3.0;
+        tags[1 + 4] = NUMBER;
+        assert!(Packed::new(&values, &tags, s).is_err());
+        values[1 + 4] = 1.0;
+        values[6] = 0.25;
+        let row = Packed::new(&values, &tags, s).expect("one score fits");
+        assert_eq!(row.width(), 1);
+        assert_eq!(
+            row.prediction(None, false).expect("lenient").scores,
+            &[0.25]
+        );
+    }
+
+    #[test]
+    fn meta_slots_map_to_the_prediction() {
+        let s = strings(&[], &[]);
+        // One feature, then prediction, label, timestamp, latency, score count.
+        let values = [7.0, 1.0, 0.0, 1_700_000_000_123.0, 3.5, 0.0];
+        let tags = [NUMBER, NUMBER, BOOL, NUMBER, NUMBER, MISSING];
+        let row = Packed::new(&values, &tags, s).expect("shape");
+        let p = row.prediction(Some("id-1"), true).expect("valid");
+        assert_eq!(p.prediction, Value::Number(1.0));
+        assert_eq!(p.label, Value::Bool(false));
+        assert_eq!(p.timestamp_ms, Some(1_700_000_000_123));
+        assert_eq!(p.id, Some("id-1"));
+        assert!(p.scores.is_empty());
+        assert_eq!(row.latency_ms(), Some(3.5));
+    }
+
+    #[test]
+    fn unrepresentable_values_are_mismatches_or_strict_errors() {
+        let s = strings(&[], &[]);
+        let values = [0.0, 0.0, 0.0, f64::NAN, -1.0, 0.0];
+        let tags = [4, 4, MISSING, NUMBER, NUMBER, MISSING];
+        let row = Packed::new(&values, &tags, s).expect("shape");
+        let categorical = stand_in(Some(FeatureKind::Categorical));
+        assert!(
+            matches!(row.feature(0, "f", categorical, false), Ok(Value::Number(x)) if x.is_nan())
+        );
+        assert_eq!(
+            row.feature(0, "f", stand_in(Some(FeatureKind::Numeric)), false)
+                .ok(),
+            Some(Value::Text(UNREPRESENTABLE))
+        );
+        let err = row.feature(0, "f", categorical, true).expect_err("strict");
+        assert_eq!(err.status, crate::error::Code::InvalidData);
+        assert!(err.reason.contains('f'));
+        // Lenient: an invalid prediction becomes a text no class is named after; a NaN
+        // timestamp falls back to the recording time; a negative latency is not recorded.
+        let p = row.prediction(None, false).expect("lenient");
+        assert_eq!(p.prediction, Value::Text(UNREPRESENTABLE));
+        assert_eq!(p.timestamp_ms, None);
+        assert_eq!(row.latency_ms(), None);
+        assert!(row.prediction(None, true).is_err());
+    }
+}

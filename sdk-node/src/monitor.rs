@@ -5,7 +5,9 @@ use std::cell::RefCell;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{AsyncTask, BigInt64Array, Float32Array, Float64Array, Uint8Array};
+use napi::bindgen_prelude::{
+    AsyncTask, BigInt64Array, Float32Array, Float64Array, Int32Array, Uint8Array,
+};
 use napi::{Env, Task};
 use napi_derive::napi;
 use neurocloak_core::monitor::{Batch, Column, ColumnData, MemorySink, Monitor, MonitorConfig};
@@ -20,7 +22,7 @@ const MEMORY_AGENT: &str = "memory";
 /// Most interned strings per monitor (index.js sends longer tails as plain strings).
 const MAX_INTERNED: usize = 16_384;
 /// How long an exiting environment waits for the shipper before letting go of it.
-const CLEANUP_TIMEOUT: Duration = Duration::from_millis(500);
+const CLEANUP_TIMEOUT: Duration = Duration::from_millis(100);
 
 #[napi(object)]
 pub struct FeatureOption {
@@ -59,6 +61,8 @@ pub struct NativeColumn {
     /// 0 / 1 per row.
     pub bool: Option<Uint8Array>,
     pub text: Option<Vec<String>>,
+    /// With `text` as the dictionary: one code per row, negative = missing.
+    pub codes: Option<Int32Array>,
     /// Arrow-style validity bitmap: bit i clear = row i missing.
     pub validity: Option<Uint8Array>,
 }
@@ -613,11 +617,14 @@ fn data<'a>(c: &'a NativeColumn, s: &'a Staged<'a>) -> Result<ColumnData<'a>> {
         s.bools.is_some(),
         s.text.is_some(),
     ];
-    if given.iter().filter(|g| **g).count() != 1 {
+    if given.iter().filter(|g| **g).count() != 1 || (c.codes.is_some() && s.text.is_none()) {
         return Err(invalid_argument(format!(
-            "column `{}`: exactly one data array expected",
+            "column `{}`: exactly one data array expected (codes go with text)",
             c.name
         )));
+    }
+    if let (Some(codes), Some(values)) = (&c.codes, &s.text) {
+        return Ok(ColumnData::Dictionary { codes, values });
     }
     Ok(match (&c.f64, &c.f32, &c.i64, &s.bools, &s.text) {
         (Some(v), ..) => ColumnData::F64(v),
