@@ -15,7 +15,7 @@ use serde_json::{Value as Json, json};
 
 struct Setup {
     _dir: tempfile::TempDir,
-    collector: common::Collector,
+    collector: Collector,
     /// ingest + read
     key: String,
     /// read + admin
@@ -45,16 +45,7 @@ fn setup() -> Setup {
         "--storage",
         &storage,
     ]);
-    let cfg = write_config(dir.path());
-    let collector = common::Collector::start(
-        &storage,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-    );
+    let collector = Collector::start(&storage, dir.path());
     Setup {
         key: boot["api_key"].as_str().unwrap().to_owned(),
         admin_key: admin["api_key"].as_str().unwrap().to_owned(),

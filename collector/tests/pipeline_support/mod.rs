@@ -354,3 +354,58 @@ pub fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
     .unwrap();
     path
 }
+
+/// A collector process started with the test pipeline configuration; SIGKILLed on drop.
+/// (Its own launcher rather than `common::Collector`, whose flags may change under it.)
+pub struct Collector {
+    child: std::process::Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl Collector {
+    /// `serve` on OS-chosen loopback ports with `dir` as data directory and the test config.
+    pub fn start(storage: &str, dir: &std::path::Path) -> Collector {
+        use std::io::BufRead as _;
+        let cfg = write_config(dir);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_neurocloak-collector"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--storage")
+            .arg(storage)
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .env("NEUROCLOAK_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let field = |name: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+                .parse()
+                .unwrap()
+        };
+        let (grpc, http) = (field("grpc"), field("http"));
+        Collector { child, grpc, http }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
