@@ -535,52 +535,64 @@ pub fn trend(history: &[f64], current: f64, alpha: f64, window: usize) -> Trend 
     }
 }
 
-/// The trust score of one evaluated window. `history` holds earlier scores of the same model
-/// version, oldest first.
-pub fn trust_score(e: &WindowEvaluation, cfg: &TrustConfig, history: &[f64]) -> Result<TrustScore> {
-    cfg.validate()?;
-    type Rule = fn(&WindowEvaluation, &TrustConfig) -> std::result::Result<Findings, String>;
-    let rules: [(Component, Rule); 7] = [
-        (Component::Performance, performance),
-        (Component::Drift, drift),
-        (Component::Fairness, fairness),
-        (Component::Robustness, robustness),
-        (Component::ExplainabilityStability, explainability),
-        (Component::DataQuality, data_quality),
-        (Component::Operations, operations),
-    ];
-    let mut scores = BTreeMap::new();
+type Rule = fn(&WindowEvaluation, &TrustConfig) -> std::result::Result<Findings, String>;
+
+const RULES: [(Component, Rule); 7] = [
+    (Component::Performance, performance),
+    (Component::Drift, drift),
+    (Component::Fairness, fairness),
+    (Component::Robustness, robustness),
+    (Component::ExplainabilityStability, explainability),
+    (Component::DataQuality, data_quality),
+    (Component::Operations, operations),
+];
+
+/// Every component's score (or why it is left out), with renormalised weights, and the
+/// findings of the scored ones.
+fn score_components(
+    e: &WindowEvaluation,
+    cfg: &TrustConfig,
+) -> (Vec<ComponentScore>, Vec<(Component, Findings)>) {
     let mut findings = Vec::new();
-    let mut components = Vec::new();
-    for (c, rule) in rules {
-        let weight = cfg.weight(c);
-        let (score, left_out) = match rule(e, cfg) {
-            Ok(f) => match f.score() {
-                Some(s) => {
+    let mut components: Vec<ComponentScore> = RULES
+        .iter()
+        .map(|&(c, rule)| {
+            let (score, left_out) = match rule(e, cfg).map(|f| (f.score(), f)) {
+                Ok((Some(s), f)) => {
                     findings.push((c, f));
                     (Some(s), None)
                 }
-                None => (None, Some("no findings".to_owned())),
-            },
-            Err(reason) => (None, Some(reason)),
-        };
-        if let Some(s) = score.filter(|_| weight > 0.0) {
-            scores.insert(c, s);
+                Ok((None, _)) => (None, Some("no findings".to_owned())),
+                Err(reason) => (None, Some(reason)),
+            };
+            ComponentScore {
+                component: c,
+                score,
+                weight: cfg.weight(c),
+                effective_weight: 0.0,
+                left_out,
+            }
+        })
+        .collect();
+    let total: f64 = components
+        .iter()
+        .filter(|c| c.score.is_some())
+        .map(|c| c.weight)
+        .sum();
+    if total > 0.0 {
+        for c in components.iter_mut().filter(|c| c.score.is_some()) {
+            c.effective_weight = c.weight / total;
         }
-        components.push(ComponentScore {
-            component: c,
-            score,
-            weight,
-            effective_weight: 0.0,
-            left_out,
-        });
     }
-    let total: f64 = scores.keys().map(|&c| cfg.weight(c)).sum();
-    for cs in &mut components {
-        if scores.contains_key(&cs.component) && total > 0.0 {
-            cs.effective_weight = cs.weight / total;
-        }
-    }
+    (components, findings)
+}
+
+/// Findings below 100 as reasons, costliest first (ties: the more severe finding).
+fn rank_reasons(
+    components: &[ComponentScore],
+    findings: Vec<(Component, Findings)>,
+    limit: usize,
+) -> Vec<Reason> {
     let effective: BTreeMap<Component, f64> = components
         .iter()
         .map(|c| (c.component, c.effective_weight))
@@ -612,16 +624,24 @@ pub fn trust_score(e: &WindowEvaluation, cfg: &TrustConfig, history: &[f64]) -> 
             .then(b.1.total_cmp(&a.1))
             .then_with(|| a.0.text.cmp(&b.0.text))
     });
-    let reasons = top_reasons(ranked.into_iter().map(|r| r.0).collect(), cfg.top_reasons);
-    let weights = Component::ALL
-        .map(|c| (c, cfg.weight(c)))
-        .into_iter()
+    top_reasons(ranked.into_iter().map(|r| r.0).collect(), limit)
+}
+
+/// The trust score of one evaluated window. `history` holds earlier scores of the same model
+/// version, oldest first.
+pub fn trust_score(e: &WindowEvaluation, cfg: &TrustConfig, history: &[f64]) -> Result<TrustScore> {
+    cfg.validate()?;
+    let (components, findings) = score_components(e, cfg);
+    let scores: BTreeMap<Component, f64> = components
+        .iter()
+        .filter_map(|c| c.score.map(|s| (c.component, s)))
         .collect();
+    let weights = components.iter().map(|c| (c.component, c.weight)).collect();
     let score = combine(&scores, &weights);
     Ok(TrustScore {
         score,
+        reasons: rank_reasons(&components, findings, cfg.top_reasons),
         components,
-        reasons,
         trend: score.map(|s| trend(history, s, cfg.ewma_alpha, cfg.trend_window)),
     })
 }
