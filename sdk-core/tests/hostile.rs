@@ -470,3 +470,20 @@ fn random_bytes_never_panic() {
         }
     }
 }
+
+/// Two processes that inferred different kinds for one feature: the merge keeps the first kind
+/// and counts the other part's values as type mismatches instead of failing or dropping them.
+#[test]
+fn merging_conflicting_kinds_is_counted() {
+    let (a, sa) = common::monitor(|_| {});
+    let (b, sb) = common::monitor(|_| {});
+    a.log(&[("f", 1.0.into())], &no_pred()).unwrap();
+    for _ in 0..3 {
+        b.log(&[("f", "text".into())], &no_pred()).unwrap();
+    }
+    let (pa, pb) = (common::flushed(&a, &sa), common::flushed(&b, &sb));
+    let merged = neurocloak_core::merge_parts(&[pa.to_proto(), pb.to_proto()]).unwrap();
+    let f = WindowProfile::from_proto(&merged).unwrap().features["f"].clone();
+    assert_eq!(f.kind, FeatureKind::Numeric);
+    assert_eq!((f.counters.count, f.counters.type_mismatch), (4, 3));
+}

@@ -22,7 +22,7 @@ use crate::sketch::{Counters, FixedBins, FrequentItems, Hll, Kll, Latency, Momen
 const PENDING: usize = 256;
 /// Most distinct group keys per window; further rows are counted under [`OVERFLOW_GROUP`].
 const MAX_GROUPS: usize = 1024;
-/// Group of rows whose key did not fit under [`MAX_GROUPS`].
+/// Group of rows whose key arrived after a window already had 1024 distinct groups.
 pub const OVERFLOW_GROUP: &str = "__other__";
 const MISSING_TEXT: &str = "<missing>";
 

@@ -778,6 +778,13 @@ impl Inner {
 
     fn ship(&self, mut w: WindowProfile) {
         w.parts = 1;
+        // Each shard caps its own records; the per-process cap applies to their union.
+        let cap = self.settings.max_records;
+        if w.predictions.len() > cap {
+            w.predictions_dropped += (w.predictions.len() - cap) as u64;
+            w.predictions.truncate(cap);
+        }
+        w.hash_sampled.truncate(self.settings.max_hash_samples);
         self.windows.fetch_add(1, Ordering::Relaxed);
         self.sink.enqueue(Payload::Window(w.to_proto()));
     }
