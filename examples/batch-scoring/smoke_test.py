@@ -50,12 +50,7 @@ def performance(stack: Stack, labels: int) -> dict[str, float] | None:
     """Labelled rows and accuracy over every window, from each window's newest evaluation;
     None until the labels are all joined. The batch may straddle a window boundary, so the
     accuracy is the label-weighted mean of the windows'."""
-    newest: dict[int, dict[str, Any]] = {}
-    for item in stack.api(f"/models/{MODEL}/evaluations", version="v3", environment="batch",
-                          limit=1000)["items"]:
-        start = int(item["window_start_ms"])
-        if start not in newest or item["evaluated_ms"] > newest[start]["evaluated_ms"]:
-            newest[start] = item
+    newest = stack.latest_evaluations(MODEL, version="v3", environment="batch")
     joined = sum(int(i["inputs"]["joined_labels"]) for i in newest.values())
     if joined < labels:
         return None

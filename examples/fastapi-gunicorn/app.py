@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 import neurocloak
@@ -81,7 +81,7 @@ def churn(df: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(len(df)) < 1 / (1 + np.exp(-logit))).astype(int)
 
 
-def train(seed: int = 7) -> tuple[object, pd.DataFrame, np.ndarray]:
+def train(seed: int = 7) -> tuple[Pipeline, pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = customers(rng, 5_000)
     y = churn(x, rng)

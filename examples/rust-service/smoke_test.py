@@ -68,12 +68,7 @@ def main() -> None:
         started = time.monotonic()
 
         def joined() -> int | None:
-            newest: dict[int, dict[str, Any]] = {}
-            for item in stack.api(f"/models/{MODEL}/evaluations", limit=1000)["items"]:
-                w = int(item["window_start_ms"])
-                if w not in newest or item["evaluated_ms"] > newest[w]["evaluated_ms"]:
-                    newest[w] = item
-            n = sum(int(i["inputs"]["joined_labels"]) for i in newest.values())
+            n = stack.joined_labels(MODEL)
             return n if n >= run["labels"] else None
 
         labels = wait_for("every label joined by the evaluations", joined, timeout=60)

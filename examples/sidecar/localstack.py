@@ -227,6 +227,20 @@ class Stack:
                                           environment=environment)
         return result
 
+    def latest_evaluations(self, model: str, **query: object) -> dict[int, dict[str, Any]]:
+        """The newest evaluation of each window (a window is re-evaluated when late parts or
+        labels arrive), keyed by window start."""
+        newest: dict[int, dict[str, Any]] = {}
+        for item in self.api(f"/models/{model}/evaluations", limit=1000, **query)["items"]:
+            start = int(item["window_start_ms"])
+            if start not in newest or item["evaluated_ms"] > newest[start]["evaluated_ms"]:
+                newest[start] = item
+        return newest
+
+    def joined_labels(self, model: str, **query: object) -> int:
+        """Labels the collector has joined to this model's predictions, over all windows."""
+        return sum(int(e["inputs"]["joined_labels"]) for e in self.latest_evaluations(model, **query).values())
+
     def metrics(self, which: str) -> dict[str, float]:
         """Prometheus samples of the collector or the agent, keyed by `name{labels}`."""
         base = self.collector_http if which == "collector" else self.agent_http

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs needed to run; only mypy cares
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
