@@ -196,7 +196,25 @@ async fn malformed_and_oversized_pushes_get_clear_errors() {
         "garbage: {err:?}"
     );
 
-    // The agent is unaffected: a valid push is accepted and acknowledged.
+    // The agent is unaffected: healthy, and a valid push is accepted and acknowledged.
+    let channel = tonic::transport::Endpoint::from_shared(agent.tcp_endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "neurocloak.v1.AgentService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     let ok = client
         .push(push(Some(Payload::Window(window())), 10))
         .await

@@ -30,8 +30,8 @@ use worker::{Command, Core, Tick};
 
 /// The agent's documented Unix socket.
 pub const DEFAULT_AGENT_ENDPOINT: &str = "unix:///tmp/neurocloak/agent.sock";
-/// Environment variable read by [`ShipperConfig::from_env`].
-pub const ENDPOINT_ENV: &str = "NEUROCLOAK_AGENT_ENDPOINT";
+/// Environment variable read by [`ShipperConfig::from_env`] (the same one the monitor reads).
+pub const ENDPOINT_ENV: &str = "NEUROCLOAK_AGENT";
 
 /// Errors of the shipping client.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +84,7 @@ impl Default for ShipperConfig {
 }
 
 impl ShipperConfig {
-    /// Defaults, with the endpoint taken from `NEUROCLOAK_AGENT_ENDPOINT` when set.
+    /// Defaults, with the endpoint taken from `NEUROCLOAK_AGENT` when set.
     pub fn from_env() -> Self {
         let mut c = Self::default();
         if let Ok(ep) = std::env::var(ENDPOINT_ENV)
