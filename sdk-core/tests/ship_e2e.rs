@@ -117,6 +117,35 @@ fn monitor_ships_windows_labels_and_reference_to_an_agent() {
         got.iter().map(|r| r.sdk_instance.clone()).collect();
     assert_eq!(instances.len(), 1);
 
+    // A short window closes on the shipping thread's tick, without flush and without new rows.
+    let mut cfg = MonitorConfig::new("p", "m", "2");
+    cfg.agent_endpoint = Some(format!("http://{addr}"));
+    cfg.window = Duration::from_millis(100);
+    cfg.close_delay = Duration::from_millis(20);
+    let short = Monitor::new(cfg).unwrap();
+    let r: Result<(), &str> = short.observe(|| Err("model failed"));
+    assert!(r.is_err());
+    short
+        .log(&[("x", 1.0.into())], &Prediction::default())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while short.stats().delivered == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        short.stats().delivered,
+        1,
+        "the window was not closed by time"
+    );
+    let last = agent.got.lock().last().cloned().unwrap();
+    let Some(Payload::Window(w)) = last.payload else {
+        panic!("expected a window");
+    };
+    assert_eq!(
+        (w.rows, w.errors, w.identity.unwrap().version.as_str()),
+        (1, 1, "2")
+    );
+
     m.shutdown(Duration::from_secs(5)).unwrap();
     assert!(m.log(&[("x", 1.0.into())], &Prediction::default()).is_err());
     let _ = stop.send(());

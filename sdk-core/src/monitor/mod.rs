@@ -514,6 +514,18 @@ impl Monitor {
         self.kick();
     }
 
+    /// Runs a prediction, recording its latency and, when it fails, an error: the wrapper the
+    /// bindings' decorators build on.
+    pub fn observe<T, E>(&self, predict: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let started = std::time::Instant::now();
+        let out = predict();
+        self.record_latency(started.elapsed());
+        if out.is_err() {
+            self.record_error();
+        }
+        out
+    }
+
     /// Counts one failed prediction.
     pub fn record_error(&self) {
         let now = now_ms();
