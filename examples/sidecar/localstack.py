@@ -120,6 +120,10 @@ def run_json(argv: list[str]) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _raise_exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 class Stack:
     """Collector + agent for one project. Use as a context manager; ``keep_dir`` leaves the
     temporary directory (logs, SQLite file, agent queue) for inspection."""
@@ -141,6 +145,11 @@ class Stack:
         self.agent_http = ""
 
     def __enter__(self) -> Stack:
+        # A CI timeout sends SIGTERM: turn it into an exception so `with` still stops the
+        # children (they run in their own sessions and would otherwise outlive us).
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _raise_exit)
         try:
             self.start()
         except BaseException:
