@@ -192,8 +192,44 @@ pub struct WindowEvaluation {
     pub operations: Section<operations::OperationsReport>,
 }
 
+fn performance_section(
+    current: &WindowProfile,
+    base: Option<&WindowProfile>,
+    cfg: &EvalConfig,
+) -> Section<PerformanceReport> {
+    let Some(outcomes) = current.outcomes.as_ref() else {
+        return Section::insufficient("no outcomes in this window");
+    };
+    let baseline = base
+        .and_then(|b| b.outcomes.as_ref())
+        .and_then(|o| performance::evaluate_outcomes(o, &cfg.performance).ok());
+    performance::evaluate_outcomes(outcomes, &cfg.performance)
+        .map(|current| PerformanceReport { current, baseline })
+        .into()
+}
+
+/// Reference importances: the stored ones, else computed from the baseline's sampled rows.
+fn explain_section(
+    current: &WindowProfile,
+    base: Option<&WindowProfile>,
+    ctx: &EvalContext,
+) -> Section<explain::ExplainReport> {
+    let cfg = &ctx.config.explain;
+    let computed;
+    let reference = match (&ctx.reference_importances, base) {
+        (Some(stored), _) => Some(stored),
+        (None, Some(b)) => {
+            computed = explain::importances(b, cfg).ok().map(|r| r.1);
+            computed.as_ref()
+        }
+        (None, None) => None,
+    };
+    explain::evaluate_explainability(current, reference, cfg).into()
+}
+
 /// Runs every evaluation of `current` against `baseline`. Bad or thin data ends up in the
-/// affected section as `Invalid` / `Insufficient`; only an invalid configuration is an error.
+/// affected section as `Invalid` / `Insufficient`; only an invalid configuration or context
+/// is an error.
 pub fn evaluate_window(
     current: &WindowProfile,
     baseline: Baseline<'_>,
@@ -201,46 +237,18 @@ pub fn evaluate_window(
 ) -> Result<WindowEvaluation> {
     let cfg = &ctx.config;
     cfg.validate()?;
+    if let Some(s) = ctx
+        .perturbation_stability
+        .filter(|s| !(0.0..=1.0).contains(s))
+    {
+        return Err(EvalError::InvalidConfig(format!(
+            "perturbation_stability = {s}, want [0, 1]"
+        )));
+    }
     let base = baseline.profile();
-    let no_baseline = || "no baseline profile".to_owned();
-    let drift = match base {
-        Some(b) => drift::evaluate_drift(current, b, baseline.bins(), &cfg.drift).into(),
-        None => Section::insufficient(no_baseline()),
-    };
-    let performance = match current.outcomes.as_ref() {
-        Some(o) => performance::evaluate_outcomes(o, &cfg.performance)
-            .map(|current| PerformanceReport {
-                current,
-                baseline: base
-                    .and_then(|b| b.outcomes.as_ref())
-                    .and_then(|o| performance::evaluate_outcomes(o, &cfg.performance).ok()),
-            })
-            .into(),
-        None => Section::insufficient("no outcomes in this window"),
-    };
-    let fairness = if current.groups.is_empty() {
-        Section::insufficient("no sensitive groups")
-    } else {
-        fairness::evaluate_fairness(&current.groups, &cfg.fairness).into()
-    };
-    let robustness = match base {
-        Some(b) => Section::Evaluated {
-            result: RobustnessReport {
-                ood: quality::ood_share(current, b),
-                perturbation_stability: ctx
-                    .perturbation_stability
-                    .filter(|s| (0.0..=1.0).contains(s)),
-            },
-        },
-        None => Section::insufficient(no_baseline()),
-    };
-    let reference_importances = ctx.reference_importances.clone().or_else(|| {
-        base.and_then(|b| explain::importances(b, &cfg.explain).ok())
-            .map(|r| r.1)
-    });
-    let explainability =
-        explain::evaluate_explainability(current, reference_importances.as_ref(), &cfg.explain)
-            .into();
+    fn no_baseline<T>() -> Section<T> {
+        Section::insufficient("no baseline profile")
+    }
     let identity = current.identity.clone().unwrap_or_default();
     Ok(WindowEvaluation {
         project: identity.project,
@@ -251,14 +259,25 @@ pub fn evaluate_window(
         window_length_ms: current.window_length_ms,
         rows: current.rows,
         baseline: baseline.kind(),
-        drift,
-        performance,
-        fairness,
+        drift: base.map_or_else(no_baseline, |b| {
+            drift::evaluate_drift(current, b, baseline.bins(), &cfg.drift).into()
+        }),
+        performance: performance_section(current, base, cfg),
+        fairness: if current.groups.is_empty() {
+            Section::insufficient("no sensitive groups")
+        } else {
+            fairness::evaluate_fairness(&current.groups, &cfg.fairness).into()
+        },
         quality: Section::Evaluated {
             result: quality::evaluate_quality(current, base, baseline.bins()),
         },
-        robustness,
-        explainability,
+        robustness: base.map_or_else(no_baseline, |b| Section::Evaluated {
+            result: RobustnessReport {
+                ood: quality::ood_share(current, b),
+                perturbation_stability: ctx.perturbation_stability,
+            },
+        }),
+        explainability: explain_section(current, base, ctx),
         operations: Section::Evaluated {
             result: operations::evaluate_operations(current, &ctx.recent_volumes, &cfg.operations),
         },

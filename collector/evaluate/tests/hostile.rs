@@ -313,6 +313,11 @@ fn malformed_parts_are_reported_not_dropped() {
     let mut ctx = EvalContext::default();
     ctx.config.drift.p_value_threshold = f64::NAN;
     assert!(evaluate_window(&good, Baseline::None, &ctx).is_err());
+    let probe = EvalContext {
+        perturbation_stability: Some(f64::NAN),
+        ..EvalContext::default()
+    };
+    assert!(evaluate_window(&good, Baseline::None, &probe).is_err());
     let mut t = TrustConfig::default();
     t.weights
         .insert(neurocloak_evaluate::Component::Drift, -1.0);
