@@ -160,33 +160,35 @@ fn check_token(path: &str, s: &str, max: usize) -> Check {
     Ok(())
 }
 
-/// Names (models, versions, features): non-empty, bounded, no control characters.
-fn check_name(path: &str, s: &str, max: usize) -> Check {
+/// Names (models, versions, features): non-empty, bounded, no control characters. The path
+/// is built only on failure, as this runs once per feature and per record.
+fn check_name(s: &str, max: usize, path: impl FnOnce() -> String) -> Check {
     if s.is_empty() {
-        return Err(reject("identity", path, "must not be empty"));
+        return Err(reject("identity", &path(), "must not be empty"));
     }
     if s.len() > max {
         return Err(reject(
             "identity",
-            path,
+            &path(),
             format!("{} bytes, limit {max}", s.len()),
         ));
     }
     if s.chars().any(char::is_control) {
         return Err(reject(
             "identity",
-            path,
+            &path(),
             "control characters are not allowed",
         ));
     }
     Ok(())
 }
 
-fn check_finite(path: &str, x: f64) -> Check {
+/// The path is built only on failure: this runs for every sketch item of every feature.
+fn check_finite(x: f64, path: impl FnOnce() -> String) -> Check {
     if x.is_finite() {
         Ok(())
     } else {
-        Err(reject("number", path, format!("{x} is not finite")))
+        Err(reject("number", &path(), format!("{x} is not finite")))
     }
 }
 
@@ -200,10 +202,10 @@ impl Validator<'_> {
         let path = format!("{path}.identity");
         let id = id.ok_or_else(|| reject("missing", &path, "missing"))?;
         let max = self.limits.max_name_len;
-        check_name(&format!("{path}.project"), &id.project, max)?;
-        check_name(&format!("{path}.model"), &id.model, max)?;
-        check_name(&format!("{path}.version"), &id.version, max)?;
-        check_name(&format!("{path}.environment"), &id.environment, max)?;
+        check_name(&id.project, max, || format!("{path}.project"))?;
+        check_name(&id.model, max, || format!("{path}.model"))?;
+        check_name(&id.version, max, || format!("{path}.version"))?;
+        check_name(&id.environment, max, || format!("{path}.environment"))?;
         if id.project != self.project_id {
             return Err(reject(
                 "project",
@@ -267,16 +269,14 @@ impl Validator<'_> {
                 ));
             }
             for (i, f) in schema.features.iter().enumerate() {
-                check_name(
-                    &format!("{path}.schema.features[{i}].name"),
-                    &f.name,
-                    l.max_name_len,
-                )?;
+                check_name(&f.name, l.max_name_len, || {
+                    format!("{path}.schema.features[{i}].name")
+                })?;
             }
         }
         for (name, col) in &w.features {
             let fpath = format!("{path}.features[{name:?}]");
-            check_name(&fpath, name, l.max_name_len)?;
+            check_name(name, l.max_name_len, || fpath.clone())?;
             self.column(&fpath, col)?;
         }
         if let Some(c) = &w.prediction {
@@ -286,7 +286,7 @@ impl Validator<'_> {
             self.column(&format!("{path}.label"), c)?;
         }
         for g in w.groups.keys() {
-            check_name(&format!("{path}.groups[{g:?}]"), g, l.max_name_len)?;
+            check_name(g, l.max_name_len, || format!("{path}.groups[{g:?}]"))?;
         }
         if let Some(r) = &w.reservoir {
             self.rows(&format!("{path}.reservoir.rows"), &r.rows)?;
@@ -300,7 +300,9 @@ impl Validator<'_> {
             ));
         }
         for (i, p) in w.predictions.iter().enumerate() {
-            check_name(&format!("{path}.predictions[{i}].id"), &p.id, l.max_id_len)?;
+            check_name(&p.id, l.max_id_len, || {
+                format!("{path}.predictions[{i}].id")
+            })?;
             self.scores(&format!("{path}.predictions[{i}].scores"), &p.scores)?;
         }
         Ok(())
@@ -309,10 +311,10 @@ impl Validator<'_> {
     fn column(&self, path: &str, c: &ColumnProfile) -> Check {
         if let Some(n) = &c.numeric {
             if let Some(m) = n.moments.as_ref().filter(|m| m.n > 0) {
-                check_finite(&format!("{path}.numeric.moments.mean"), m.mean)?;
-                check_finite(&format!("{path}.numeric.moments.m2"), m.m2)?;
-                check_finite(&format!("{path}.numeric.moments.min"), m.min)?;
-                check_finite(&format!("{path}.numeric.moments.max"), m.max)?;
+                check_finite(m.mean, || format!("{path}.numeric.moments.mean"))?;
+                check_finite(m.m2, || format!("{path}.numeric.moments.m2"))?;
+                check_finite(m.min, || format!("{path}.numeric.moments.min"))?;
+                check_finite(m.max, || format!("{path}.numeric.moments.max"))?;
                 if m.m2 < 0.0 {
                     return Err(reject(
                         "number",
@@ -333,7 +335,7 @@ impl Validator<'_> {
                 }
                 for (li, lv) in k.levels.iter().enumerate() {
                     for (ii, x) in lv.items.iter().enumerate() {
-                        check_finite(&format!("{kpath}.levels[{li}].items[{ii}]"), *x)?;
+                        check_finite(*x, || format!("{kpath}.levels[{li}].items[{ii}]"))?;
                     }
                 }
             }
@@ -399,7 +401,7 @@ impl Validator<'_> {
             ));
         }
         for (i, e) in b.edges.iter().enumerate() {
-            check_finite(&format!("{path}.edges[{i}]"), *e)?;
+            check_finite(*e, || format!("{path}.edges[{i}]"))?;
         }
         if b.edges.windows(2).any(|w| w[0] > w[1]) {
             return Err(reject("sketch", &format!("{path}.edges"), "not sorted"));
@@ -478,13 +480,13 @@ impl Validator<'_> {
         }
         for (i, l) in b.labels.iter().enumerate() {
             let lpath = format!("{path}.labels[{i}]");
-            check_name(&format!("{lpath}.id"), &l.id, self.limits.max_id_len)?;
+            check_name(&l.id, self.limits.max_id_len, || format!("{lpath}.id"))?;
             let value = l
                 .label
                 .as_ref()
                 .ok_or_else(|| reject("missing", &format!("{lpath}.label"), "missing"))?;
             if let Some(Kind::Number(x)) = value.kind {
-                check_finite(&format!("{lpath}.label"), x)?;
+                check_finite(x, || format!("{lpath}.label"))?;
             }
             self.value(&format!("{lpath}.label"), value)?;
         }
@@ -508,7 +510,7 @@ impl Validator<'_> {
         // A reference covers training data, not a wall-clock window, so only its sketches count.
         for (name, col) in &profile.features {
             let fpath = format!("{ppath}.features[{name:?}]");
-            check_name(&fpath, name, self.limits.max_name_len)?;
+            check_name(name, self.limits.max_name_len, || fpath.clone())?;
             self.column(&fpath, col)?;
         }
         if r.bins.len() > self.limits.max_features {
@@ -520,7 +522,7 @@ impl Validator<'_> {
         }
         for (name, b) in &r.bins {
             let bpath = format!("{path}.bins[{name:?}]");
-            check_name(&bpath, name, self.limits.max_name_len)?;
+            check_name(name, self.limits.max_name_len, || bpath.clone())?;
             self.bins(&bpath, b)?;
         }
         neurocloak_core::ReferenceProfile::from_proto(r).map_err(|e| reject("sketch", path, e))?;
