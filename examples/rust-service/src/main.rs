@@ -258,3 +258,53 @@ fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::try_parse_from(["rust-service"].iter().chain(extra)).unwrap()
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_a_message() {
+        for bad in [
+            &["--label-share", "1.5"][..],
+            &["--window-seconds", "0"],
+            &["--window-seconds", "inf"],
+            &["--threads", "0"],
+        ] {
+            let err = config(&args(bad)).unwrap_err().to_string();
+            assert!(err.contains("must"), "{bad:?}: {err}");
+        }
+        assert!(Args::try_parse_from(["rust-service", "--requests", "-1"]).is_err());
+        assert!(config(&args(&[])).is_ok());
+    }
+
+    #[test]
+    fn a_nan_amount_is_imputed_not_propagated() {
+        let mut t = transaction(&mut SmallRng::seed_from_u64(1));
+        for amount in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            t.amount = amount;
+            let p = fraud_probability(&t);
+            assert!((0.0..=1.0).contains(&p), "{amount}: {p}");
+        }
+    }
+
+    #[test]
+    fn every_request_is_logged_or_counted_as_an_error() {
+        let monitor = Monitor::with_sink(
+            config(&args(&["--window-seconds", "3600"])).unwrap(),
+            Arc::new(neurocloak_core::MemorySink::default()),
+        )
+        .unwrap();
+        let a = args(&["--nan-every", "10", "--fail-every", "25"]);
+        let served = serve(&monitor, &a, 0, 500);
+        assert_eq!((served.requests, served.failed), (500, 20));
+        // Every 10th except the failed every 50th.
+        assert_eq!(served.nan, 50 - 10);
+    }
+}
