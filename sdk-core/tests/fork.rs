@@ -46,3 +46,32 @@ fn child_starts_empty_and_parent_keeps_its_rows() {
     let w = common::flushed(&m, &sink);
     assert_eq!(w.rows, 6);
 }
+
+/// No hooks at all (a plain `fork()`, e.g. a pre-fork server that does not know about us): the
+/// child's first call notices the fork and starts empty.
+#[test]
+fn fork_without_hooks_is_detected() {
+    let (m, sink) = common::monitor(|_| {});
+    log_rows(&m, 7);
+    // SAFETY: as above.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            log_rows(&m, 2);
+            let w = common::flushed(&m, &sink);
+            w.rows == 2
+        }))
+        .unwrap_or(false);
+        // SAFETY: as above.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: {status}"
+    );
+    assert_eq!(common::flushed(&m, &sink).rows, 7);
+}

@@ -7,6 +7,7 @@
 //! harvester, or `flush`), the shards' parts are merged into one profile and shipped.
 
 mod acc;
+mod fork;
 mod layout;
 mod sink;
 mod value;
@@ -222,6 +223,8 @@ struct Inner {
     sink: Arc<dyn Sink>,
     harvester: AtomicBool,
     shut: AtomicBool,
+    /// The fork generation this state belongs to (see [`fork::generation`]).
+    fork_gen: AtomicU64,
     windows: AtomicU64,
     rejected: AtomicU64,
 }
@@ -292,6 +295,7 @@ impl Monitor {
     /// A monitor delivering to a custom sink (e.g. [`MemorySink`]).
     pub fn with_sink(config: MonitorConfig, sink: Arc<dyn Sink>) -> crate::Result<Self> {
         let settings = Arc::new(config.settings()?);
+        fork::watch();
         let layout = config
             .features
             .clone()
@@ -314,6 +318,7 @@ impl Monitor {
                 sink,
                 harvester: AtomicBool::new(false),
                 shut: AtomicBool::new(false),
+                fork_gen: AtomicU64::new(fork::generation()),
                 windows: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 config,
@@ -345,6 +350,7 @@ impl Monitor {
     /// Records one row given by feature name. Never blocks on I/O; data-quality problems are
     /// counted, or in strict mode rejected with [`CoreError::Data`].
     pub fn log(&self, features: &[(&str, Value<'_>)], p: &Prediction<'_>) -> crate::Result<()> {
+        self.check_fork();
         let inner = &*self.inner;
         inner.check_open()?;
         if !inner.layout_ready.load(Ordering::Acquire) {
@@ -365,6 +371,7 @@ impl Monitor {
     /// Records one row given in schema order (see [`Monitor::feature_index`]): the fast path for
     /// bindings. Fewer values than features count the rest as missing; more count as extra.
     pub fn log_indexed(&self, values: &[Value<'_>], p: &Prediction<'_>) -> crate::Result<()> {
+        self.check_fork();
         let inner = &*self.inner;
         inner.check_open()?;
         if !inner.layout_ready.load(Ordering::Acquire) {
@@ -388,6 +395,7 @@ impl Monitor {
     /// batch (columns of different lengths, offsets or codes out of range) is an error;
     /// data-quality problems inside it are counted (or rejected in strict mode).
     pub fn log_batch(&self, batch: &Batch<'_>) -> crate::Result<()> {
+        self.check_fork();
         let inner = &*self.inner;
         inner.check_open()?;
         let n = batch.validate()?;
@@ -505,6 +513,7 @@ impl Monitor {
 
     /// Records one prediction latency.
     pub fn record_latency(&self, latency: Duration) {
+        self.check_fork();
         let now = now_ms();
         self.inner.with_window(now, |acc| {
             acc.latency
@@ -528,6 +537,7 @@ impl Monitor {
 
     /// Counts one failed prediction.
     pub fn record_error(&self) {
+        self.check_fork();
         let now = now_ms();
         self.inner.with_window(now, |acc| acc.errors += 1);
         self.kick();
@@ -585,11 +595,7 @@ impl Monitor {
     /// what it recorded) and a fresh shipper and harvester.
     pub fn after_fork_child(&self) {
         self.release_fork_locks();
-        for s in self.inner.shards.iter() {
-            *s.state.lock() = ShardState::default();
-        }
-        self.inner.harvester.store(false, Ordering::SeqCst);
-        self.inner.sink.after_fork_child();
+        self.inner.reset_after_fork(false);
     }
 
     /// Starts the background harvester on first use (and again in a forked child).
@@ -597,6 +603,15 @@ impl Monitor {
     fn kick(&self) {
         if !self.inner.harvester.load(Ordering::Relaxed) {
             self.inner.ensure_harvester(&self.inner);
+        }
+    }
+
+    /// Notices a fork nobody told us about (no hooks called): the first recording call in the
+    /// child drops the parent's windows, which the parent ships itself.
+    #[inline]
+    fn check_fork(&self) {
+        if fork::generation() != self.inner.fork_gen.load(Ordering::Relaxed) {
+            self.inner.reset_after_fork(true);
         }
     }
 
@@ -613,6 +628,22 @@ impl Monitor {
 }
 
 impl Inner {
+    /// Empties every shard and forgets the harvester after a fork. `unannounced`: no
+    /// `before_fork` held the locks, so a lock found held belongs to a thread of the parent that
+    /// does not exist here and is released by force.
+    fn reset_after_fork(&self, unannounced: bool) {
+        for s in self.shards.iter() {
+            if unannounced && s.state.try_lock().is_none() {
+                // SAFETY: after fork only this thread exists; whoever held the lock is gone.
+                unsafe { s.state.force_unlock() };
+            }
+            *s.state.lock() = ShardState::default();
+        }
+        self.fork_gen.store(fork::generation(), Ordering::Relaxed);
+        self.harvester.store(false, Ordering::SeqCst);
+        self.sink.after_fork_child();
+    }
+
     fn check_open(&self) -> crate::Result<()> {
         if self.shut.load(Ordering::Relaxed) {
             Err(CoreError::Shutdown)
