@@ -303,9 +303,18 @@ fn drift(e: &WindowEvaluation, cfg: &TrustConfig) -> std::result::Result<Finding
             format!("0 of {} features drifted", d.evaluated),
         );
     }
+    let prediction_drifted = d.prediction.as_ref().is_some_and(|p| p.drifted);
+    // When the predictions drifted too, the drifted inputs are what explains it: they share the
+    // prediction cap's score (the component score, a minimum, is unchanged) and their severity
+    // ranks them ahead of the prediction finding, so the reasons name the features.
+    let feature_score = if prediction_drifted {
+        share_score.min(cfg.prediction_drift_cap)
+    } else {
+        share_score
+    };
     for x in d.features.iter().filter(|x| x.drifted) {
         let text = format!("feature `{}` drifted: {}", x.feature, x.describe());
-        f.add_ranked(share_score, x.severity(), text);
+        f.add_ranked(feature_score, x.severity(), text);
     }
     if let Some(p) = d.prediction.as_ref().filter(|p| p.drifted) {
         f.add(

@@ -176,3 +176,33 @@ fn trailing_window_baseline_uses_sketch_bins() {
             .all(|f| f.binning == neurocloak_evaluate::drift::Binning::FromSketch)
     );
 }
+
+#[test]
+fn drifted_features_are_named_ahead_of_drifted_predictions() {
+    let e = evaluate(
+        &Scenario {
+            shift: 0.8,
+            shifted: 3,
+            bias: 0.4,
+            ..current()
+        },
+        &base(),
+    );
+    let d = e.drift.result().unwrap();
+    assert!(
+        d.prediction.as_ref().is_some_and(|p| p.drifted),
+        "the scenario must drift the predictions too: {:?}",
+        d.prediction
+    );
+    let t = trust_score(&e, &TrustConfig::default(), &[]).unwrap();
+    let first_drift = t
+        .reasons
+        .iter()
+        .find(|r| r.component == Component::Drift)
+        .unwrap();
+    assert!(
+        first_drift.text.starts_with("feature `num_0"),
+        "{:?}",
+        t.reasons
+    );
+}
