@@ -53,8 +53,8 @@ store=(--data-dir "$work/collector")
 ingest_key=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_key"])' "$work/bootstrap.json")
 "$bin/neurocloak-collector" admin create-key --project demo --name demo-reader --scopes read,admin "${store[@]}" > "$work/reader.json"
 read_key=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_key"])' "$work/reader.json")
-NEUROCLOAK_LOG=warn "$bin/neurocloak-collector" serve "${store[@]}" \
-  --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --eval-grace-ms 2000 > "$work/collector.log" 2>&1 &
+NEUROCLOAK_PIPELINE_GRACE_MS=2000 NEUROCLOAK_LOG=warn "$bin/neurocloak-collector" serve "${store[@]}" \
+  --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 > "$work/collector.log" 2>&1 &
 pids+=($!)
 line=$(wait_listening "$work/collector.log" "neurocloak-collector listening")
 grpc=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$line")
@@ -78,17 +78,20 @@ for _ in $(seq 1 100); do [ -s "$work/webhook.port" ] && break; sleep 0.1; done
 
 echo "== model service: $workers workers, ${window}s windows, drift + fairness regression at +${drift_at}s"
 "$py" examples/credit-scoring/simulate.py --agent "unix://$work/agent.sock" --workers "$workers" \
-  --window-seconds "$window" --duration "$duration" --drift-at "$drift_at" > "$work/service.log" 2>&1 &
+  --window-seconds "$window" --duration "$duration" --drift-at "$drift_at" --timeline "$work/timeline.json" > "$work/service.log" 2>&1 &
 service=$!
 pids+=($service)
 
+status=0
 "$py" examples/credit-scoring/watch.py --api "http://$http" --key "$read_key" --project demo \
   --webhook "http://127.0.0.1:$(cat "$work/webhook.port")/" --secret "$secret" \
-  --received "$work/webhooks.jsonl" --service-pid "$service" --drift-at "$drift_at" \
-  --window-seconds "$window" --settle "$(( window + 10 ))"
-status=$?
-wait "$service" || { echo "model service failed:"; cat "$work/service.log"; exit 1; }
-cat "$work/service.log"
+  --received "$work/webhooks.jsonl" --service-pid "$service" --timeline "$work/timeline.json" \
+  --window-seconds "$window" --settle "$(( ${window%.*} + 10 ))" || status=$?
+if ! wait "$service"; then
+  echo "model service failed:"; cat "$work/service.log"; exit 1
+fi
+echo; cat "$work/service.log"
 echo
-echo "API: curl -H 'x-api-key: $read_key' http://$http/api/v1/projects   (DEMO_KEEP=1 keeps it running)"
+echo "explore the API: curl -H 'x-api-key: $read_key' http://$http/api/v1/projects/demo/models/credit-scoring/trust/latest"
+echo "(DEMO_KEEP=1 ./scripts/demo.sh leaves the collector and agent running)"
 exit $status

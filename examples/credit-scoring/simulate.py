@@ -6,7 +6,8 @@ training data as the reference profile, then forks worker processes (as gunicorn
 the real Python SDK; ground-truth labels arrive later (``log_labels``), as they do in lending.
 
 At ``--drift-at`` seconds two things break at once, on purpose:
-* data drift: applicants' ``income`` rises by half and ``debt_ratio`` shifts up;
+* data drift: a new acquisition channel brings younger applicants with higher ``income``,
+  more debt, shorter credit histories and bigger loans;
 * a fairness regression: a bad model update penalises applicants with ``sex=F``.
 
     python simulate.py --agent unix:///tmp/neurocloak/agent.sock --duration 120 --drift-at 60
@@ -15,11 +16,14 @@ At ``--drift-at`` seconds two things break at once, on purpose:
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import sys
 import time
 import uuid
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -35,16 +39,24 @@ REGION = ["north", "south", "east", "west"]
 def applicants(rng: np.random.Generator, n: int, drifted: bool) -> dict[str, np.ndarray]:
     income = rng.lognormal(mean=np.log(50_000), sigma=0.35, size=n)
     debt = rng.beta(2, 5, size=n)
+    age = rng.integers(21, 75, size=n).astype(float)
+    history = rng.gamma(4, 24, size=n)
+    loan = rng.lognormal(mean=np.log(15_000), sigma=0.5, size=n)
     if drifted:
+        # A new acquisition channel: younger applicants with higher incomes, more debt, shorter
+        # credit histories and bigger loans than anything in the training data.
         income = income * 1.5
         debt = np.clip(debt + 0.15, 0, 1)
+        age = np.clip(age - 12, 18, None)
+        history = history * 0.5
+        loan = loan * 1.8
     return {
         "income": income,
-        "age": rng.integers(21, 75, size=n).astype(float),
+        "age": age,
         "debt_ratio": debt,
-        "credit_history_months": rng.gamma(4, 24, size=n),
+        "credit_history_months": history,
         "num_accounts": rng.poisson(4, size=n).astype(float),
-        "loan_amount": rng.lognormal(mean=np.log(15_000), sigma=0.5, size=n),
+        "loan_amount": loan,
         "employment": rng.choice(EMPLOYMENT, size=n, p=[0.6, 0.2, 0.1, 0.1]),
         "region": rng.choice(REGION, size=n),
         "sex": rng.choice(["F", "M"], size=n),
@@ -126,6 +138,7 @@ def main() -> None:
     ap.add_argument("--rate-per-worker", type=float, default=200.0)
     ap.add_argument("--batch", type=int, default=20)
     ap.add_argument("--label-delay", type=float, default=3.0)
+    ap.add_argument("--timeline", help="write the drift and end times (epoch ms) to this JSON file")
     args = ap.parse_args()
 
     rng = np.random.default_rng(7)
@@ -150,9 +163,13 @@ def main() -> None:
     )
     monitor.flush(10.0)
 
+    # Drift and the end fall on window boundaries, so every window is wholly before or after.
+    w = args.window_seconds
     start = time.time()
-    args.end = start + args.duration
-    args.drift_time = start + args.drift_at
+    args.drift_time = math.ceil((start + args.drift_at) / w) * w
+    args.end = math.ceil((start + args.duration) / w) * w
+    if args.timeline:
+        Path(args.timeline).write_text(json.dumps({"drift_ms": int(args.drift_time * 1000), "end_ms": int(args.end * 1000)}))
     print(f"model service: {args.workers} workers, drift and fairness regression at +{args.drift_at:.0f}s", flush=True)
     children = []
     for w in range(args.workers):
