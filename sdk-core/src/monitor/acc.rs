@@ -205,24 +205,20 @@ pub(crate) struct ClassAcc {
 }
 
 impl ClassAcc {
+    /// Class counts as exact frequent items. No HyperLogLog: the classes are known, and its
+    /// 4 KB of registers would dominate the column.
     fn into_profile(self, classes: &[String]) -> ColumnProfile {
-        let mut items = FrequentItems::default();
-        let mut hll = Hll::default();
+        let mut items = FrequentItems::new(classes.len().max(1) as u32);
         for (name, &c) in classes.iter().zip(&self.counts) {
             if c > 0 {
-                let h = hash_bytes(name.as_bytes());
-                items.update_hashed(name, h, c);
-                hll.update_hash(h);
+                items.update_hashed(name, hash_bytes(name.as_bytes()), c);
             }
         }
         ColumnProfile {
             kind: FeatureKind::Categorical,
             counters: self.counters,
             numeric: None,
-            categorical: Some(CategoricalProfile {
-                items,
-                hll: Some(hll),
-            }),
+            categorical: Some(CategoricalProfile { items, hll: None }),
         }
     }
 }
