@@ -72,7 +72,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         &[],
     );
     agent.start();
-    let (n_clients, windows, models) = (8u32, 60u64, 2u32);
+    let (n_clients, windows, models) = (8u32, 120u64, 2u32);
     let args = clients_args(windows, models, 40, &collector.project);
     let mut clients = start_clients(&agent, n_clients, &args);
 
@@ -83,10 +83,24 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         | 1;
     eprintln!("kill -9 schedule seed {seed}");
     let mut rng = Rng(seed);
+    let t = Instant::now();
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(30 + rng.next() % 120));
         agent.kill9();
         agent.start();
+    }
+    let m = agent.check_invariant();
+    eprintln!(
+        "20 kills in {:?}; queue after the last restart: {}",
+        t.elapsed(),
+        m["neurocloak_agent_queue_depth"]
+    );
+    // The kills must have hit the clients while they were still pushing.
+    for c in clients.iter_mut() {
+        assert!(
+            c.child.try_wait().unwrap().is_none(),
+            "a client finished before the last kill; make the load longer"
+        );
     }
     all_delivered(&mut clients);
     let m = agent.wait_drained(Duration::from_secs(60));

@@ -473,7 +473,10 @@ fn run_ops(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // 48 cases keep the suite fast; PROPTEST_CASES=2000 for a deeper run.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
+    ))]
     #[test]
     fn disk_queue_matches_its_model(ops in prop::collection::vec(op(), 1..40)) {
         run_ops(ops);

@@ -417,6 +417,7 @@ pub fn client(endpoint: &str, index: u32, args: &[&str]) -> Proc {
 /// Parsed final line of a client: (sent, delivered, dropped).
 pub fn client_result(p: &mut Proc, timeout: Duration) -> (u64, u64, u64) {
     let line = p.wait_line("loadgen ", timeout);
+    eprintln!("{line}");
     let n = |k: &str| field(&line, k).parse::<u64>().unwrap();
     (n("sent"), n("delivered"), n("dropped"))
 }
