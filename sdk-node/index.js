@@ -5,6 +5,14 @@
 // process exit.
 
 const native = require('./native.js')
+const { version } = require('./package.json')
+
+// A stale addon next to newer JS would misread the packed rows: refuse it with a clear message.
+if (native.nativeVersion() !== version) {
+  const err = new Error(`neurocloak: native addon ${native.nativeVersion()} does not match package ${version}; rebuild it (npm run build)`)
+  err.code = 'NC_INVALID_CONFIG'
+  throw err
+}
 
 // Type tags the addon reads next to each packed slot (src/convert.rs).
 const MISSING = 0
@@ -27,6 +35,9 @@ const META_SLOTS = 5
 // high-cardinality text cannot grow it without limit, past it strings travel per call.
 const MAX_INTERN_LENGTH = 256
 const MAX_INTERNED = 16384
+
+// Class scores that fit the bound row buffer; rows with more take the named path.
+const ROW_SCORE_CAPACITY = 64
 
 const DEFAULT_EXIT_FLUSH_MS = 2000
 
@@ -318,7 +329,7 @@ class Monitor {
     this._strings = new Strings(this._native)
     this._names = null
     this._packer = null
-    this._vals = null
+    this._row = null
     this._tags = null
     this._dirty = false
     this._adoptSchema()
@@ -334,10 +345,13 @@ class Monitor {
   _adoptSchema() {
     const names = this._native.featureNames()
     if (names.length === 0) return
+    const m = names.length + META_SLOTS
     this._names = names
     this._packer = compilePacker(names)
-    this._tags = new Uint8Array(names.length + META_SLOTS)
-    this._vals = new Float64Array(names.length + META_SLOTS + 2)
+    // One buffer the addon holds on to: values, then their tags, then class scores.
+    this._row = new Float64Array(2 * m + ROW_SCORE_CAPACITY)
+    this._tags = this._row.subarray(m, 2 * m)
+    this._native.bindRow(this._row)
   }
 
   /**
@@ -354,13 +368,14 @@ class Monitor {
       this._adoptSchema()
       return
     }
+    const row = this._row
     const tags = this._tags
     const n = this._names.length
     if (Array.isArray(features)) {
       if (features.length !== n) return this._logNamed(features, prediction, options)
-      for (let i = 0; i < n; i++) packValue(strings, this._vals, tags, i, features[i])
+      for (let i = 0; i < n; i++) packValue(strings, row, tags, i, features[i])
     } else if (features !== null && typeof features === 'object') {
-      const present = this._packer(strings, features, this._vals, tags)
+      const present = this._packer(strings, features, row, tags)
       // Only rows with exactly the schema's keys take the indexed path; absent or extra keys go
       // through the named path so the core counts the schema change.
       if (present !== n || Object.keys(features).length !== n) {
@@ -370,17 +385,24 @@ class Monitor {
     } else {
       return this._logNamed(features, prediction, options)
     }
-    this._vals = this._packMeta(this._vals, tags, n, prediction, options)
+    if (this._packMeta(row, tags, n, prediction, options, 2 * tags.length) === null) {
+      strings.texts.length = 0
+      return this._logNamed(features, prediction, options)
+    }
     const id = options?.id
     if (strings.texts.length === 0 && (id === undefined || id === null)) {
-      this._native.logPacked(this._vals, tags)
+      this._native.logBound()
     } else {
-      this._native.logPackedWith(this._vals, tags, strings.texts, id == null ? undefined : String(id))
+      this._native.logBoundWith(strings.texts, id == null ? undefined : String(id))
     }
   }
 
-  /** Packs prediction, label, timestamp, latency and scores after `n` features; returns `vals`, grown if the scores need room. */
-  _packMeta(vals, tags, n, prediction, options) {
+  /**
+   * Packs prediction, label, timestamp, latency and scores after `n` features, the scores at
+   * `scoresAt`. Returns `vals`, a grown copy when `grow` and the scores need room, or null
+   * when they do not fit and may not grow.
+   */
+  _packMeta(vals, tags, n, prediction, options, scoresAt, grow = false) {
     const strings = this._strings
     packValue(strings, vals, tags, n + META_PREDICTION, prediction)
     if (options === undefined || options === null) {
@@ -405,13 +427,13 @@ class Monitor {
       tags[n + META_SCORES] = INVALID
       return vals
     }
-    const base = tags.length
-    if (vals.length < base + scores.length) {
-      const grown = new Float64Array(base + scores.length)
-      grown.set(vals.subarray(0, base))
+    if (vals.length < scoresAt + scores.length) {
+      if (!grow) return null
+      const grown = new Float64Array(scoresAt + scores.length)
+      grown.set(vals.subarray(0, scoresAt))
       vals = grown
     }
-    for (let i = 0; i < scores.length; i++) vals[base + i] = Number(scores[i])
+    for (let i = 0; i < scores.length; i++) vals[scoresAt + i] = Number(scores[i])
     vals[n + META_SCORES] = scores.length
     tags[n + META_SCORES] = NUMBER
     return vals
@@ -436,7 +458,7 @@ class Monitor {
     const tags = new Uint8Array(width + META_SLOTS)
     let vals = new Float64Array(width + META_SLOTS)
     for (let i = 0; i < width; i++) packValue(this._strings, vals, tags, i, values[i])
-    vals = this._packMeta(vals, tags, width, prediction, options)
+    vals = this._packMeta(vals, tags, width, prediction, options, tags.length, true)
     const id = options?.id
     this._native.logNamed(names.slice(0, width), vals, tags, this._strings.texts, id == null ? undefined : String(id))
   }

@@ -15,10 +15,15 @@ export declare class NativeMonitor {
   featureNames(): Array<string>
   /** Registers a string so later rows can send its id instead of the string. */
   intern(text: string): number
-  /** One row in schema order, packed by index.js, every string interned: the fast path. */
-  logPacked(values: Float64Array, tags: Uint8Array): void
-  /** One row in schema order with strings that are not interned and / or a prediction id. */
-  logPackedWith(values: Float64Array, tags: Uint8Array, texts: Array<string>, id?: string | undefined | null): void
+  /**
+   * Binds the row buffer index.js packs every schema-ordered row into: `[values | tags |
+   * scores]`, each of the first two `features + 5` long. Reading it needs no napi call.
+   */
+  bindRow(row: Float64Array): void
+  /** Logs the row in the bound buffer, every string interned: the fast path. */
+  logBound(): void
+  /** Logs the row in the bound buffer, with strings that are not interned and / or an id. */
+  logBoundWith(texts: Array<string>, id?: string | undefined | null): void
   /** One row with its feature names (first row, or keys that differ from the schema). */
   logNamed(names: Array<string>, values: Float64Array, tags: Uint8Array, texts: Array<string>, id?: string | undefined | null): void
   /** A columnar batch; typed arrays are read in place. */

@@ -32,18 +32,49 @@ pub struct Strings<'a> {
     pub interned: &'a [String],
 }
 
+/// The type tags of a packed row: bytes, or (for the row buffer index.js binds once) numbers
+/// stored in the same `Float64Array` as the values.
+#[derive(Clone, Copy)]
+pub enum Tags<'a> {
+    Bytes(&'a [u8]),
+    Floats(&'a [f64]),
+}
+
+impl Tags<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Tags::Bytes(t) => t.len(),
+            Tags::Floats(t) => t.len(),
+        }
+    }
+
+    /// Tag `i < len`; a number that is no tag saturates into one no arm matches.
+    fn get(&self, i: usize) -> u8 {
+        match self {
+            Tags::Bytes(t) => t[i],
+            Tags::Floats(t) => t[i] as u8,
+        }
+    }
+}
+
 /// One packed row as index.js hands it over.
 pub struct Packed<'a> {
     values: &'a [f64],
-    tags: &'a [u8],
+    tags: Tags<'a>,
     strings: Strings<'a>,
     width: usize,
     scores: &'a [f64],
 }
 
 impl<'a> Packed<'a> {
-    /// Checks the shape once so that every slot read afterwards is in bounds.
-    pub fn new(values: &'a [f64], tags: &'a [u8], strings: Strings<'a>) -> Result<Self> {
+    /// Checks the shape once so that every slot read afterwards is in bounds. The class scores
+    /// are the first `values[width + 4]` numbers of `scores_area`.
+    pub fn new(
+        values: &'a [f64],
+        tags: Tags<'a>,
+        scores_area: &'a [f64],
+        strings: Strings<'a>,
+    ) -> Result<Self> {
         let Some(width) = tags.len().checked_sub(META_SLOTS) else {
             return Err(invalid_argument("packed row: too few tags"));
         };
@@ -51,9 +82,9 @@ impl<'a> Packed<'a> {
             return Err(invalid_argument("packed row: fewer values than tags"));
         }
         let k = values[width + 4];
-        let scores = if tags[width + 4] == NUMBER && k >= 1.0 {
-            values
-                .get(tags.len()..tags.len().saturating_add(k as usize))
+        let scores = if tags.get(width + 4) == NUMBER && k >= 1.0 {
+            scores_area
+                .get(..k as usize)
                 .ok_or_else(|| invalid_argument("packed row: score count past the values"))?
         } else {
             &[]
@@ -67,6 +98,12 @@ impl<'a> Packed<'a> {
         })
     }
 
+    /// A row in one array: values, then tags, then the scores area.
+    pub fn split(values: &'a [f64], tags: &'a [u8], strings: Strings<'a>) -> Result<Self> {
+        let scores_area = values.get(tags.len()..).unwrap_or_default();
+        Self::new(values, Tags::Bytes(tags), scores_area, strings)
+    }
+
     /// Number of feature slots.
     pub fn width(&self) -> usize {
         self.width
@@ -74,7 +111,7 @@ impl<'a> Packed<'a> {
 
     /// Slot `i` as a core value; `Err(())` for a JS value no core type represents.
     pub fn cell(&self, i: usize) -> std::result::Result<Value<'a>, ()> {
-        cell(self.values, self.tags, self.strings, i)
+        decode(self.values[i], self.tags.get(i), self.strings)
     }
 
     /// Feature slot `i`; an unrepresentable JS value becomes `stand_in` (a value the core counts
@@ -125,21 +162,15 @@ impl<'a> Packed<'a> {
     }
 }
 
-/// Slot `i` (`i < tags.len() <= values.len()`) of a packed array as a core value; `Err(())` for
-/// a JS value no core type represents.
-pub fn cell<'a>(
-    values: &[f64],
-    tags: &[u8],
-    strings: Strings<'a>,
-    i: usize,
-) -> std::result::Result<Value<'a>, ()> {
-    let x = values[i];
-    let text = |table: &'a [String]| {
+/// One packed slot (`x` with its tag) as a core value; `Err(())` for a JS value no core type
+/// represents.
+pub fn decode<'a>(x: f64, tag: u8, strings: Strings<'a>) -> std::result::Result<Value<'a>, ()> {
+    let text = |table: &'a [String]| -> std::result::Result<Value<'a>, ()> {
         // An index past the table is a packing bug, not user data: treat it as invalid.
         let s = table.get(x as usize).filter(|_| x >= 0.0).ok_or(())?;
         Ok(Value::Text(s.as_str()))
     };
-    match tags[i] {
+    match tag {
         MISSING => Ok(Value::Missing),
         NUMBER => Ok(Value::Number(x)),
         TEXT => text(strings.texts),
@@ -192,20 +223,21 @@ mod tests {
         let s = strings(&texts, &interned);
         let values = [1.5, 0.0, 1.0, 1.0, 0.0, 9.0];
         let tags = [NUMBER, TEXT, INTERNED, BOOL, MISSING, 4];
-        assert_eq!(cell(&values, &tags, s, 0), Ok(Value::Number(1.5)));
-        assert_eq!(cell(&values, &tags, s, 1), Ok(Value::Text("raw")));
-        assert_eq!(cell(&values, &tags, s, 2), Ok(Value::Text("b")));
-        assert_eq!(cell(&values, &tags, s, 3), Ok(Value::Bool(true)));
-        assert_eq!(cell(&values, &tags, s, 4), Ok(Value::Missing));
-        assert_eq!(cell(&values, &tags, s, 5), Err(()));
+        let cell = |i: usize| decode(values[i], tags[i], s);
+        assert_eq!(cell(0), Ok(Value::Number(1.5)));
+        assert_eq!(cell(1), Ok(Value::Text("raw")));
+        assert_eq!(cell(2), Ok(Value::Text("b")));
+        assert_eq!(cell(3), Ok(Value::Bool(true)));
+        assert_eq!(cell(4), Ok(Value::Missing));
+        assert_eq!(cell(5), Err(()));
     }
 
     #[test]
     fn string_indices_out_of_range_are_invalid_not_a_panic() {
         let s = strings(&[], &[]);
         for x in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
-            assert_eq!(cell(&[x], &[TEXT], s, 0), Err(()));
-            assert_eq!(cell(&[x], &[INTERNED], s, 0), Err(()));
+            assert_eq!(decode(x, TEXT, s), Err(()));
+            assert_eq!(decode(x, INTERNED, s), Err(()));
         }
     }
 
@@ -213,11 +245,11 @@ mod tests {
     fn packed_rows_check_their_shape() {
         let s = strings(&[], &[]);
         assert!(
-            Packed::new(&[0.0; 4], &[0; 4], s).is_err(),
+            Packed::split(&[0.0; 4], &[0; 4], s).is_err(),
             "fewer tags than meta slots"
         );
         assert!(
-            Packed::new(&[0.0; 5], &[0; 6], s).is_err(),
+            Packed::split(&[0.0; 5], &[0; 6], s).is_err(),
             "fewer values than tags"
         );
         // Score count pointing past the values.
@@ -225,10 +257,10 @@ mod tests {
         let mut tags = [MISSING; 6];
         values[1 + 4] = 3.0;
         tags[1 + 4] = NUMBER;
-        assert!(Packed::new(&values, &tags, s).is_err());
+        assert!(Packed::split(&values, &tags, s).is_err());
         values[1 + 4] = 1.0;
         values[6] = 0.25;
-        let row = Packed::new(&values, &tags, s).expect("one score fits");
+        let row = Packed::split(&values, &tags, s).expect("one score fits");
         assert_eq!(row.width(), 1);
         assert_eq!(
             row.prediction(None, false).expect("lenient").scores,
@@ -237,12 +269,31 @@ mod tests {
     }
 
     #[test]
+    fn a_bound_row_keeps_tags_as_numbers_between_values_and_scores() {
+        let s = strings(&[], &[]);
+        // values (1 feature + 5 meta), tags as numbers, then two scores.
+        let row = [
+            2.0, 1.0, 0.0, 0.0, 0.0, 2.0, // values; the score count (2) sits in slot 1 + 4
+            1.0, 1.0, 0.0, 0.0, 0.0, 1.0, // tags
+            0.3, 0.7, // scores
+        ];
+        let p = Packed::new(&row[..6], Tags::Floats(&row[6..12]), &row[12..], s).expect("shape");
+        assert_eq!(p.cell(0), Ok(Value::Number(2.0)));
+        assert_eq!(p.prediction(None, true).expect("valid").scores, &[0.3, 0.7]);
+        // A tag that is no tag (NaN, 300) is an unrepresentable value, never a panic.
+        let odd = [f64::NAN, 300.0, 0.0, 0.0, 0.0, 0.0];
+        let p = Packed::new(&row[..6], Tags::Floats(&odd), &[], s).expect("shape");
+        assert_eq!(p.cell(0), Ok(Value::Missing), "NaN saturates to tag 0");
+        assert_eq!(p.cell(1), Err(()));
+    }
+
+    #[test]
     fn meta_slots_map_to_the_prediction() {
         let s = strings(&[], &[]);
         // One feature, then prediction, label, timestamp, latency, score count.
         let values = [7.0, 1.0, 0.0, 1_700_000_000_123.0, 3.5, 0.0];
         let tags = [NUMBER, NUMBER, BOOL, NUMBER, NUMBER, MISSING];
-        let row = Packed::new(&values, &tags, s).expect("shape");
+        let row = Packed::split(&values, &tags, s).expect("shape");
         let p = row.prediction(Some("id-1"), true).expect("valid");
         assert_eq!(p.prediction, Value::Number(1.0));
         assert_eq!(p.label, Value::Bool(false));
@@ -257,7 +308,7 @@ mod tests {
         let s = strings(&[], &[]);
         let values = [0.0, 0.0, 0.0, f64::NAN, -1.0, 0.0];
         let tags = [4, 4, MISSING, NUMBER, NUMBER, MISSING];
-        let row = Packed::new(&values, &tags, s).expect("shape");
+        let row = Packed::split(&values, &tags, s).expect("shape");
         let categorical = stand_in(Some(FeatureKind::Categorical));
         assert!(
             matches!(row.feature(0, "f", categorical, false), Ok(Value::Number(x)) if x.is_nan())

@@ -13,7 +13,7 @@ use napi_derive::napi;
 use neurocloak_core::monitor::{Batch, Column, ColumnData, MemorySink, Monitor, MonitorConfig};
 use neurocloak_core::{FeatureKind, TaskType, Value};
 
-use crate::convert::{Packed, Strings, stand_in};
+use crate::convert::{META_SLOTS, Packed, Strings, Tags, stand_in};
 use crate::error::{Code, Result, error, from_core, invalid_argument};
 use crate::summary::{WindowSummary, summarize};
 
@@ -104,6 +104,8 @@ pub struct NativeMonitor {
     schema: OnceLock<Schema>,
     /// Strings index.js sends by id (append-only; the JS thread is the only user).
     interned: RefCell<Vec<String>>,
+    /// The row buffer of the fast path (`bind_row`).
+    bound: RefCell<Option<Float64Array>>,
 }
 
 /// Per column: its name (for strict-mode errors) and the stand-in for unrepresentable values.
@@ -141,6 +143,7 @@ impl NativeMonitor {
             strict,
             schema: OnceLock::new(),
             interned: RefCell::new(Vec::new()),
+            bound: RefCell::new(None),
         })
     }
 
@@ -162,22 +165,23 @@ impl NativeMonitor {
         Ok(id)
     }
 
-    /// One row in schema order, packed by index.js, every string interned: the fast path.
+    /// Binds the row buffer index.js packs every schema-ordered row into: `[values | tags |
+    /// scores]`, each of the first two `features + 5` long. Reading it needs no napi call.
     #[napi]
-    pub fn log_packed(&self, values: &[f64], tags: &[u8]) -> Result<()> {
-        self.log_row(values, tags, &[], None)
+    pub fn bind_row(&self, row: Float64Array) {
+        *self.bound.borrow_mut() = Some(row);
     }
 
-    /// One row in schema order with strings that are not interned and / or a prediction id.
+    /// Logs the row in the bound buffer, every string interned: the fast path.
     #[napi]
-    pub fn log_packed_with(
-        &self,
-        values: &[f64],
-        tags: &[u8],
-        texts: Vec<String>,
-        id: Option<String>,
-    ) -> Result<()> {
-        self.log_row(values, tags, &texts, id.as_deref())
+    pub fn log_bound(&self) -> Result<()> {
+        self.log_bound_row(&[], None)
+    }
+
+    /// Logs the row in the bound buffer, with strings that are not interned and / or an id.
+    #[napi]
+    pub fn log_bound_with(&self, texts: Vec<String>, id: Option<String>) -> Result<()> {
+        self.log_bound_row(&texts, id.as_deref())
     }
 
     /// One row with its feature names (first row, or keys that differ from the schema).
@@ -195,7 +199,7 @@ impl NativeMonitor {
             texts: &texts,
             interned: &interned,
         };
-        let row = Packed::new(values, tags, strings)?;
+        let row = Packed::split(values, tags, strings)?;
         if names.len() != row.width() {
             return Err(invalid_argument("packed row: one name per feature slot"));
         }
@@ -271,7 +275,7 @@ impl NativeMonitor {
         for i in 0..labels.len() {
             // An unrepresentable label is a text no class is named after: the collector counts
             // it when it joins the label.
-            let v = crate::convert::cell(labels, tags, strings, i);
+            let v = crate::convert::decode(labels[i], tags[i], strings);
             values.push(v.unwrap_or(Value::Text("[object]")));
         }
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -372,23 +376,29 @@ impl NativeMonitor {
 }
 
 impl NativeMonitor {
-    fn log_row(
-        &self,
-        values: &[f64],
-        tags: &[u8],
-        texts: &[String],
-        id: Option<&str>,
-    ) -> Result<()> {
+    fn log_bound_row(&self, texts: &[String], id: Option<&str>) -> Result<()> {
+        let bound = self.bound.borrow();
+        let (Some(row), Some(schema)) = (bound.as_deref(), self.schema()) else {
+            return Err(invalid_argument("no row buffer bound for a known schema"));
+        };
+        let m = schema.names.len() + META_SLOTS;
+        if row.len() < 2 * m {
+            return Err(invalid_argument("row buffer shorter than the schema"));
+        }
         let interned = self.interned.borrow();
         let strings = Strings {
             texts,
             interned: &interned,
         };
-        let row = Packed::new(values, tags, strings)?;
-        let schema = self.schema();
+        let row = Packed::new(
+            &row[..m],
+            Tags::Floats(&row[m..2 * m]),
+            &row[2 * m..],
+            strings,
+        )?;
         let mut cells = Vec::with_capacity(row.width());
         for i in 0..row.width() {
-            let (name, stand_in) = schema.map_or(("<extra>", stand_in(None)), |s| s.column(i));
+            let (name, stand_in) = schema.column(i);
             cells.push(row.feature(i, name, stand_in, self.strict)?);
         }
         let p = row.prediction(id, self.strict)?;
