@@ -111,7 +111,10 @@ fn one_query_bound_holds_with_its_probability() {
         let mut s = Kll::with_seed(200, seed);
         let p = 48_271u64;
         let data: Vec<f64> = (0..n).map(|i| ((i * p + seed) % n) as f64).collect();
-        s.update_slice(&data);
+        // Slices of the size the monitor hands over.
+        for chunk in data.chunks(256) {
+            s.update_slice(chunk);
+        }
         let x = (n / 2) as f64;
         let err = (s.rank(x) - (x + 1.0) / n as f64).abs();
         worst = worst.max(err);
