@@ -212,3 +212,29 @@ test('takeWindows needs agent: memory', async () => {
   assert.throws(() => m.takeWindows(), (err) => err.code === 'NC_INVALID_ARGUMENT')
   await m.shutdown(50)
 })
+
+test('multiclass with more scores than the row buffer holds still records them', () => {
+  const classes = Array.from({ length: 100 }, (_, i) => `c${i}`)
+  const m = memoryMonitor({ task: 'multiclass', classes, strict: true })
+  const scores = new Float64Array(100).fill(0.01)
+  m.log({ age: 1, income: 2, country: 'FR', member: true }, 'c3', { label: 'c3', scores })
+  m.log({ age: 1, income: 2, country: 'FR', member: true }, 7, { label: 'c7', scores: Array.from(scores) })
+  assert.throws(
+    () => m.log({ age: 1, income: 2, country: 'FR', member: true }, 'c3', { scores: [0.5, 0.5] }),
+    (err) => err.code === 'NC_INVALID_DATA' && /scores/.test(err.message),
+  )
+  const w = onlyWindow(m)
+  assert.equal(w.rows, 2)
+  assert.equal(w.label.count, 2)
+})
+
+test('features may be given as a list of names or of {name, kind}', () => {
+  const a = memoryMonitor({ features: ['x', 'y'] })
+  assert.deepEqual(a.features, ['x', 'y'])
+  const b = memoryMonitor({ features: [{ name: 'y', kind: 'categorical' }, { name: 'x', kind: 'numeric' }] })
+  assert.deepEqual(b.features, ['y', 'x'])
+  b.log({ x: 1, y: 'k' }, 'stay')
+  const w = onlyWindow(b)
+  assert.equal(w.features.y.kind, 'categorical')
+  assert.equal(w.features.x.mean, 1)
+})
