@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use neurocloak_collector::admin;
 use neurocloak_collector::config::{Config, Overrides};
+use neurocloak_collector::pipeline;
 use neurocloak_collector::server::Server;
 use neurocloak_collector::store::{self, Scope};
 
@@ -42,7 +43,7 @@ enum AdminCommand {
         project: String,
         #[arg(long)]
         name: String,
-        /// Comma-separated: ingest, read.
+        /// Comma-separated: ingest, read, admin (rule/channel writes, acknowledgements).
         #[arg(long, default_value = "ingest")]
         scopes: String,
         #[command(flatten)]
@@ -139,7 +140,11 @@ async fn admin_command(cmd: AdminCommand) -> anyhow::Result<()> {
             o,
         } => {
             let s = open(&o).await?;
-            serde_json::to_value(admin::bootstrap(&s, &org, &project, &key_name).await?)?
+            let created = admin::bootstrap(&s, &org, &project, &key_name).await?;
+            let config = Config::load(&o)?;
+            let docs = store::eval::open(&config.storage_uri(), &config.mongo_database).await?;
+            pipeline::alerts::create_default_rules(&docs, &project).await?;
+            serde_json::to_value(created)?
         }
         AdminCommand::CreateKey {
             project,

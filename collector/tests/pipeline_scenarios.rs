@@ -470,7 +470,7 @@ async fn alert_rule_fires_and_a_real_webhook_gets_a_signed_notification() {
     let rule = json!({"id": "feature-drift", "project": PROJECT, "model": "alerted",
                       "name": "A feature drifted", "metric": "drift.features.*.drifted",
                       "comparator": ">=", "threshold": 1.0, "for_windows": 1, "severity": "warning",
-                      "channels": ["hook"]});
+                      "channels": ["hook"], "escalation": {"after_secs": 1, "channel": "hook"}});
     let (st, body) = http(
         h,
         "POST",
@@ -531,6 +531,15 @@ async fn alert_rule_fires_and_a_real_webhook_gets_a_signed_notification() {
     assert_eq!(note["alert"]["rule_id"], "feature-drift");
     assert_eq!(note["alert"]["window_start_ms"].as_i64(), Some(starts[1]));
 
+    // Unacknowledged, it escalates after a second (the ticker runs every 200 ms here).
+    let (_, body) = tokio::time::timeout(WAIT, received.recv())
+        .await
+        .expect("no escalation within the wait")
+        .unwrap();
+    let escalated: Json = serde_json::from_slice(&body).unwrap();
+    assert_eq!(escalated["alert"]["kind"], "escalate");
+    assert_eq!(escalated["alert"]["subject"], "x2");
+
     // The alert is listed as firing; acknowledging needs the admin scope.
     let (_, firing) = http(
         h,
@@ -589,7 +598,7 @@ async fn alert_rule_fires_and_a_real_webhook_gets_a_signed_notification() {
         .map(|t| t["kind"].as_str().unwrap())
         .collect();
     assert!(
-        kinds.contains(&"fired") && kinds.contains(&"acknowledged"),
+        kinds.contains(&"fired") && kinds.contains(&"escalated") && kinds.contains(&"acknowledged"),
         "{kinds:?}"
     );
     let deadline = std::time::Instant::now() + WAIT;
@@ -629,4 +638,82 @@ async fn alert_rule_fires_and_a_real_webhook_gets_a_signed_notification() {
         ids.contains(&"default-trust-score") && ids.contains(&"feature-drift"),
         "{ids:?}"
     );
+}
+
+/// Opens `/api/v1/live` with a raw WebSocket handshake; returns the HTTP status and the stream.
+fn ws_connect(addr: std::net::SocketAddr, query: &str, key: &str) -> (u16, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let req = format!(
+        "GET /api/v1/live?{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nx-api-key: {key}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, s)
+}
+
+/// Reads one unmasked server text frame.
+fn ws_text(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).unwrap();
+    assert_eq!(h[0] & 0x0f, 1, "a text frame");
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).unwrap();
+            u64::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).unwrap();
+            u64::from_be_bytes(b)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload).unwrap();
+    String::from_utf8(payload).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_streams_new_trust_scores_of_the_keys_project() {
+    let s = setup();
+    let h = s.collector.http;
+    // `admin bootstrap` created the default rules before any window arrived.
+    let (_, rules) = http(
+        h,
+        "GET",
+        &format!("/api/v1/projects/{PROJECT}/rules"),
+        Some(&s.key),
+        None,
+    );
+    assert_eq!(rules["items"].as_array().map(Vec::len), Some(3), "{rules}");
+    let (status, _) = ws_connect(
+        h,
+        &format!("project={PROJECT}"),
+        "nck_0123456789abcdef_bogus",
+    );
+    assert_eq!(status, 401);
+    let (status, _) = ws_connect(h, "project=someone-else", &s.key);
+    assert_eq!(status, 403);
+    let (status, mut socket) = ws_connect(h, &format!("project={PROJECT}&model=ws"), &s.key);
+    assert_eq!(status, 101);
+    let reader = tokio::task::spawn_blocking(move || ws_text(&mut socket));
+    let starts = push_windows(&s, "ws", &[Traffic::stable(1)]).await;
+    let event: Json = serde_json::from_str(&reader.await.unwrap()).unwrap();
+    assert_eq!(event["type"], "trust_score");
+    assert_eq!(event["model"], "ws");
+    assert_eq!(event["window_start_ms"].as_i64(), Some(starts[0]));
+    assert!(event["trust"]["score"].as_f64().is_some());
 }

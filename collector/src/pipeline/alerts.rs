@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 
 use super::records::{RangeQuery, TrustPoint, list_trust, parse};
 use super::{LiveEvent, Pipeline, join_id};
-use crate::store::eval::{Coll, Doc, DocQuery};
+use crate::store::eval::{Coll, Doc, DocQuery, SharedEvalStore};
 use crate::store::{LeaseRecord, PageRequest, now_ms};
 use crate::{Error, Result};
 
@@ -337,6 +337,11 @@ pub async fn list_rules(p: &Pipeline, project: &str) -> Result<Vec<Rule>> {
 /// Creates the default rules the first time a project is seen; later calls do nothing, so a
 /// default rule someone deleted stays deleted.
 pub async fn ensure_default_rules(p: &Pipeline, project: &str) -> Result<bool> {
+    create_default_rules(&p.docs, project).await
+}
+
+/// [`ensure_default_rules`] on a bare store (used by `admin bootstrap`).
+pub async fn create_default_rules(docs: &SharedEvalStore, project: &str) -> Result<bool> {
     let marker = Doc {
         id: join_id(&["default-rules", project]),
         project_id: project.to_owned(),
@@ -346,7 +351,7 @@ pub async fn ensure_default_rules(p: &Pipeline, project: &str) -> Result<bool> {
         time_ms: now_ms(),
         body: "{}".into(),
     };
-    if p.docs.get(Coll::Meta, &marker.id).await?.is_some() {
+    if docs.get(Coll::Meta, &marker.id).await?.is_some() {
         return Ok(false);
     }
     for rule in default_rules(project) {
@@ -359,9 +364,9 @@ pub async fn ensure_default_rules(p: &Pipeline, project: &str) -> Result<bool> {
             time_ms: now_ms(),
             body: json_body(&rule)?,
         };
-        p.docs.insert(Coll::Rules, &doc).await?;
+        docs.insert(Coll::Rules, &doc).await?;
     }
-    p.docs.insert(Coll::Meta, &marker).await
+    docs.insert(Coll::Meta, &marker).await
 }
 
 pub async fn put_channel(
@@ -424,12 +429,14 @@ fn state_doc_id(project: &str, rule_id: &str, scope: &str) -> String {
 }
 
 /// Holds the lease on `key` (waiting up to about one lease period for another collector to
-/// finish), runs `f`, then releases it by inserting an already-expired epoch.
+/// finish) and this process's alert lock, runs `f`, then releases the lease by inserting an
+/// already-expired epoch.
 async fn with_lease<T, F, Fut>(p: &Pipeline, key: &str, f: F) -> Result<T>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
+    let _local = p.alert_lock.lock().await;
     let leases = crate::schedule::Leases::new(p.store.clone(), p.holder.clone(), p.lease_ms);
     let deadline = now_ms() + p.lease_ms + 1_000;
     let held = loop {
