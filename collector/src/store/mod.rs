@@ -194,6 +194,8 @@ pub struct ModelRecord {
     pub project_id: String,
     pub model: String,
     pub first_seen_ms: i64,
+    /// Arrival of the latest batch for the model; the MongoDB backend refreshes it at most once
+    /// a minute per collector (`mongo::REGISTRY_REFRESH_MS`).
     pub last_seen_ms: i64,
 }
 

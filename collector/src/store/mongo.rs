@@ -24,7 +24,13 @@ const SEP: char = '\u{1f}';
 
 pub struct MongoStore {
     db: Database,
+    /// When this process last wrote each model/version's registry entry: ingest rewrites it
+    /// at most once per [`REGISTRY_REFRESH_MS`] instead of twice per batch item.
+    registry_touched: std::sync::Mutex<std::collections::HashMap<ModelKey, i64>>,
 }
+
+/// `last_seen_ms` of models and versions is therefore accurate to this much.
+pub const REGISTRY_REFRESH_MS: i64 = 60_000;
 
 impl MongoStore {
     /// Connects and checks the server answers. Writes use `w: majority, j: true`, so an
@@ -39,7 +45,10 @@ impl MongoStore {
             .write_concern(wc)
             .build();
         let db = client.database_with_options(database, options);
-        Ok(MongoStore { db })
+        Ok(MongoStore {
+            db,
+            registry_touched: Default::default(),
+        })
     }
 
     fn coll(&self, name: &str) -> Collection<Document> {
@@ -99,6 +108,23 @@ impl MongoStore {
             find = find.projection(p);
         }
         Ok(find.await?.try_collect().await?)
+    }
+
+    fn registry_stale(&self, key: &ModelKey, at: i64) -> bool {
+        // A poisoned lock only loses the cache: writing the registry again is always correct.
+        self.registry_touched
+            .lock()
+            .map(|m| {
+                m.get(key)
+                    .is_none_or(|t| at - t >= REGISTRY_REFRESH_MS || at < *t)
+            })
+            .unwrap_or(true)
+    }
+
+    fn registry_written(&self, key: &ModelKey, at: i64) {
+        if let Ok(mut m) = self.registry_touched.lock() {
+            m.insert(key.clone(), at);
+        }
     }
 
     async fn touch_registry(&self, key: &ModelKey, at: i64) -> Result<()> {
@@ -517,7 +543,10 @@ impl Store for MongoStore {
         stored += self.insert_many_unique("labels", labels).await?;
         stored += self.insert_many_unique("references", references).await?;
         for key in keys {
-            self.touch_registry(key, batch.received_ms).await?;
+            if self.registry_stale(key, batch.received_ms) {
+                self.touch_registry(key, batch.received_ms).await?;
+                self.registry_written(key, batch.received_ms);
+            }
         }
         let marker = doc! {
             "_id": marker_id, "project_id": &batch.project_id, "batch_id": &batch.batch_id,
