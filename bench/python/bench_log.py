@@ -44,7 +44,7 @@ def make_rows(frame: pd.DataFrame, rows: int) -> list[dict[str, Any]]:
     ]
 
 
-def monitor() -> neurocloak.Monitor:
+def monitor(agent: str = "http://127.0.0.1:9") -> neurocloak.Monitor:
     schema = {f"num_{j}": "numeric" for j in range(N_NUMERIC)}
     schema.update({f"cat_{j}": "categorical" for j in range(N_CATEGORICAL)})
     # An hour-long window: nothing closes (and nothing ships) while the clock runs, so the
@@ -56,7 +56,7 @@ def monitor() -> neurocloak.Monitor:
         task="regression",
         features=schema,
         window_seconds=3600,
-        agent="http://127.0.0.1:9",
+        agent=agent,
     )
 
 
@@ -105,6 +105,20 @@ def bench_batch(frame: pd.DataFrame, loops: int) -> float:
     return len(frame) / seconds
 
 
+def verify_batch(frame: pd.DataFrame) -> None:
+    """The timed call really recorded every cell: same call on an in-memory monitor."""
+    mon = monitor(agent="memory")
+    mon.log_batch(frame, frame["num_0"].to_numpy())
+    (window,) = mon.windows()
+    assert window["rows"] == len(frame), window["rows"]
+    for name, col in window["features"].items():
+        assert col["count"] == len(frame), (name, col["count"])
+        if col["kind"] == "categorical":
+            assert sum(c for _, c in col["top"]) == len(frame), name
+        else:
+            assert col["mean"] is not None and abs(col["mean"] - frame[name].mean()) < 1e-9 * max(1.0, abs(col["mean"]))
+
+
 def bench_whylogs_batch(frame: pd.DataFrame) -> float:
     import whylogs as why
 
@@ -127,6 +141,7 @@ def main() -> None:
 
     results["neurocloak_log_us"] = bench_rows(rows, loops=5) * 1e6
     results["neurocloak_log_batch_rows_per_s"] = bench_batch(frame, loops=3)
+    verify_batch(frame)
     if not args.skip_whylogs:
         results["whylogs_row_us"] = bench_whylogs_rows(rows[: args.whylogs_row_samples]) * 1e6
         results["whylogs_batch_rows_per_s"] = bench_whylogs_batch(frame)

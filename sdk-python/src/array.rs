@@ -211,3 +211,77 @@ impl ArrayView {
         Some(unsafe { std::slice::from_raw_parts(self.ptr.cast::<T>(), self.len) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn typestrs() {
+        assert_eq!(Dtype::parse("<f8"), Some(Dtype::F64));
+        assert_eq!(Dtype::parse("|b1"), Some(Dtype::Bool));
+        assert_eq!(Dtype::parse("|u1"), Some(Dtype::U8));
+        assert_eq!(
+            Dtype::parse(">f8"),
+            None,
+            "foreign byte order is converted in Python"
+        );
+        assert_eq!(Dtype::parse("<U3"), None);
+        assert_eq!(Dtype::parse(""), None);
+    }
+
+    #[test]
+    fn strided_and_unaligned_reads() {
+        // Three f64 values interleaved with i32s, as in a packed structured array.
+        let mut bytes = [0u8; 3 * 12 + 1];
+        for (i, x) in [1.5f64, -2.0, 3.25].iter().enumerate() {
+            let at = 1 + i * 12;
+            bytes[at..at + 8].copy_from_slice(&x.to_ne_bytes());
+        }
+        let view = ArrayView {
+            ptr: bytes[1..].as_ptr(),
+            len: 3,
+            stride: 12,
+            dtype: Dtype::F64,
+        };
+        assert!(view.as_slice::<f64>().is_none());
+        assert_eq!(&*view.values_f64(), &[1.5, -2.0, 3.25]);
+    }
+
+    #[test]
+    fn contiguous_f64_is_borrowed() {
+        let data = [1.0f64, 2.0, 3.0];
+        let view = ArrayView {
+            ptr: data.as_ptr().cast(),
+            len: 3,
+            stride: 8,
+            dtype: Dtype::F64,
+        };
+        let s = view.as_slice::<f64>().unwrap();
+        assert_eq!(s.as_ptr(), data.as_ptr());
+        assert!(matches!(view.values_f64(), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn from_numpy_like_interface() {
+        Python::initialize();
+        Python::attach(|py| {
+            let code = c"type('A', (), {'__array_interface__': {'typestr': '<i8', 'shape': (0,), 'data': (0, False), 'strides': None}})()";
+            let obj = py.eval(code, None, None).unwrap();
+            let view = ArrayView::from_py(&obj).unwrap().unwrap();
+            assert_eq!((view.len(), view.dtype), (0, Dtype::I64));
+            let bad = py
+                .eval(c"type('B', (), {'__array_interface__': {'typestr': '<f8', 'shape': (2, 2), 'data': (8, False)}})()", None, None)
+                .unwrap();
+            assert!(ArrayView::from_py(&bad).is_err());
+            let null = py
+                .eval(c"type('C', (), {'__array_interface__': {'typestr': '<f8', 'shape': (2,), 'data': (0, False)}})()", None, None)
+                .unwrap();
+            assert!(ArrayView::from_py(&null).is_err());
+            let plain = py.eval(c"[1, 2]", None, None).unwrap();
+            assert!(ArrayView::from_py(&plain).unwrap().is_none());
+        });
+    }
+}

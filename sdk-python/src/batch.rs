@@ -303,3 +303,54 @@ impl<'s> Buf<'s> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn bitmap_is_lsb_first() {
+        let bits = bitmap([true, false, true, true, false, false, false, false, true].into_iter());
+        assert_eq!(bits, vec![0b0000_1101, 0b0000_0001]);
+    }
+
+    #[test]
+    fn objects_pick_one_column_type_or_go_row_by_row() {
+        Python::initialize();
+        Python::attach(|py| {
+            let items = |code: &str| -> Vec<Bound<'_, PyAny>> {
+                py.eval(&std::ffi::CString::new(code).unwrap(), None, None)
+                    .unwrap()
+                    .try_iter()
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            };
+            let nums = items("[1, 2.5, None]");
+            match Buf::from_objects(&nums) {
+                Buf::OwnedF64(v, Some(valid)) => {
+                    assert_eq!(&v[..2], &[1.0, 2.5]);
+                    assert!(v[2].is_nan());
+                    assert_eq!(valid, vec![0b011]);
+                }
+                _ => panic!("numbers with a None should be f64 + validity"),
+            }
+            let text = items("['a', None, 'b']");
+            let buf = Buf::from_objects(&text);
+            assert!(matches!(buf, Buf::Str(_, Some(_))));
+            match buf.into_outcome() {
+                Buf::Dict(codes, values) => {
+                    assert_eq!(codes, vec![0, -1, 1]);
+                    assert_eq!(values, vec!["a", "b"]);
+                }
+                _ => panic!("missing text in an outcome column should be dictionary-coded"),
+            }
+            let mixed = items("[1.0, 'x', True]");
+            assert!(Buf::from_objects(&mixed).is_mixed());
+            let odd = items("[[1], 2.0]");
+            assert!(Buf::from_objects(&odd).is_mixed());
+        });
+    }
+}

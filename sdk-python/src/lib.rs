@@ -6,6 +6,7 @@ mod batch;
 mod cell;
 mod config;
 mod errors;
+mod fork;
 mod monitor;
 mod row;
 mod snapshot;
@@ -17,5 +18,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     m.add_class::<monitor::PyMonitor>()?;
+    m.add_function(wrap_pyfunction!(fork::_fork_gate_close, m)?)?;
+    m.add_function(wrap_pyfunction!(fork::_fork_gate_open, m)?)?;
     Ok(())
 }

@@ -20,6 +20,7 @@ use crate::batch::{Buf, Source};
 use crate::cell::Cell;
 use crate::config::{self, MEMORY_AGENT};
 use crate::errors::{ConfigError, PyCoreError, PyCoreResult};
+use crate::fork;
 use crate::row::{self, KeyCache, STACK_FEATURES, Slot};
 use crate::snapshot;
 
@@ -46,6 +47,16 @@ fn seconds(what: &str, s: f64) -> PyResult<Duration> {
             "{what} must be a non-negative number of seconds, got {s}"
         ))
     })
+}
+
+/// A time as Unix seconds: a number, or anything with `.timestamp()` (datetime, pandas).
+fn unix_seconds(t: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if let Ok(x) = t.extract::<f64>() {
+        return Ok(x);
+    }
+    t.call_method0(pyo3::intern!(t.py(), "timestamp"))
+        .and_then(|x| x.extract::<f64>())
+        .map_err(|_| PyTypeError::new_err("timestamp must be Unix seconds or a datetime"))
 }
 
 /// Unix seconds (float) → ms; `None` for values that are not a time.
@@ -92,6 +103,26 @@ struct Outcomes<'s> {
 }
 
 impl PyMonitor {
+    /// A latency that is not a duration (negative, NaN) is data, not a programming error: it is
+    /// left out (the row itself is recorded), or rejected in strict mode.
+    fn record_latency(&self, latency: Option<f64>) -> PyResult<()> {
+        let Some(l) = latency else {
+            return Ok(());
+        };
+        match Duration::try_from_secs_f64(l) {
+            Ok(d) => self.core.record_latency(d),
+            Err(_) if self.core.config().strict => {
+                return Err(PyCoreError(CoreError::Data {
+                    feature: "latency".into(),
+                    issue: DataIssue::InvalidOutcome,
+                })
+                .into());
+            }
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
     fn resolve(&self, kinds: &[FeatureKind], name: &str) -> Slot {
         match self.core.feature_index(name) {
             Some(i) => Slot::Feature(i, kinds.get(i).copied().unwrap_or(FeatureKind::Numeric)),
@@ -121,13 +152,21 @@ impl PyMonitor {
     }
 
     /// The named path: first row (schema inference) and strict mode (precise errors).
-    fn log_named(&self, dict: &Bound<'_, PyDict>, p: &Prediction<'_>) -> PyCoreResult<()> {
+    fn log_named(
+        &self,
+        py: Python<'_>,
+        dict: &Bound<'_, PyDict>,
+        p: &Prediction<'_>,
+    ) -> PyCoreResult<()> {
         let items = row::owned_items(dict);
+        let keys: Vec<Cell<'_>> = items.iter().map(|(k, _)| Cell::read(k)).collect();
+        let cells = row::read_values(&items);
+        fork::pass(py);
         let kinds = self.kinds.get();
         let mut named: Vec<(&str, Value<'_>)> = Vec::with_capacity(items.len());
         let mut non_string_keys = false;
-        for (k, v) in &items {
-            let Cell::Text(name) = Cell::read(k) else {
+        for (key, cell) in keys.iter().zip(&cells) {
+            let Cell::Text(name) = *key else {
                 non_string_keys = true;
                 continue;
             };
@@ -136,7 +175,7 @@ impl PyMonitor {
                     .feature_index(name)
                     .and_then(|i| ks.get(i).copied())
             });
-            let value = match (Cell::read(v), kind) {
+            let value = match (*cell, kind) {
                 (Cell::Unsupported, Some(kind)) => row::mismatch_for(kind),
                 (Cell::Unsupported, None) => Value::Missing,
                 (c, k) => row::to_value(c, k.unwrap_or(FeatureKind::Numeric)),
@@ -158,6 +197,7 @@ impl PyMonitor {
 
     fn log_fast(
         &self,
+        py: Python<'_>,
         dict: &Bound<'_, PyDict>,
         kinds: &[FeatureKind],
         p: &Prediction<'_>,
@@ -165,6 +205,7 @@ impl PyMonitor {
         let n = kinds.len();
         let resolve = |name: &str| self.resolve(kinds, name);
         let items;
+        let cells;
         let mut stack = [Value::Missing; STACK_FEATURES + 1];
         let mut heap;
         let values: &mut [Value<'_>] = if n < STACK_FEATURES {
@@ -173,14 +214,18 @@ impl PyMonitor {
             heap = vec![Value::Missing; n + 1];
             &mut heap
         };
+        fork::pass(py);
         let mut cache = self.keys.try_lock();
         let filled = match row::fill(dict, cache.as_deref_mut(), &resolve, &mut values[..n]) {
             Some(f) => f,
             None => {
                 drop(cache);
                 items = row::owned_items(dict);
+                cells = row::read_values(&items);
+                // Reading may have run Python code, and with it a fork's `before` hook.
+                fork::pass(py);
                 values.fill(Value::Missing);
-                row::fill_owned(&items, &resolve, &mut values[..n])
+                row::fill_owned(&items, &cells, &resolve, &mut values[..n])
             }
         };
         // One value past the schema makes the core count the row's extra or absent features.
@@ -226,6 +271,7 @@ impl PyMonitor {
     #[allow(clippy::too_many_arguments)]
     fn log_rows(
         &self,
+        py: Python<'_>,
         names: &[String],
         features: &[Buf<'_>],
         out: &Outcomes<'_>,
@@ -245,6 +291,7 @@ impl PyMonitor {
             }
             .into());
         }
+        fork::pass(py);
         let kinds = self.kinds.get();
         let mut named: Vec<(&str, Value<'_>)> = Vec::with_capacity(names.len());
         for r in 0..rows {
@@ -351,11 +398,12 @@ impl PyMonitor {
     #[allow(clippy::too_many_arguments)]
     fn log(
         &self,
+        py: Python<'_>,
         features: &Bound<'_, PyAny>,
         prediction: &Bound<'_, PyAny>,
         label: Option<&Bound<'_, PyAny>>,
         id: Option<&Bound<'_, PyAny>>,
-        timestamp: Option<f64>,
+        timestamp: Option<&Bound<'_, PyAny>>,
         latency: Option<f64>,
         scores: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
@@ -372,18 +420,19 @@ impl PyMonitor {
         let scores = scores.map(scores_vec).transpose()?.unwrap_or_default();
         let p = Prediction {
             id: id.as_deref(),
-            timestamp_ms: timestamp.and_then(timestamp_ms),
+            timestamp_ms: timestamp
+                .map(unix_seconds)
+                .transpose()?
+                .and_then(timestamp_ms),
             prediction: outcome(Cell::read(prediction)),
             label: label.map_or(Value::Missing, |l| outcome(Cell::read(l))),
             scores: &scores,
         };
         match self.kinds.get() {
-            Some(kinds) if !self.core.config().strict => self.log_fast(dict, kinds, &p)?,
-            _ => self.log_named(dict, &p)?,
+            Some(kinds) if !self.core.config().strict => self.log_fast(py, dict, kinds, &p)?,
+            _ => self.log_named(py, dict, &p)?,
         }
-        if let Some(l) = latency {
-            self.core.record_latency(seconds("latency", l)?);
-        }
+        self.record_latency(latency)?;
         Ok(())
     }
 
@@ -472,8 +521,16 @@ impl PyMonitor {
             ));
         }
         if mixed {
-            self.log_rows(&names, &features, &out, rows, score_pair, times.as_deref())
-                .map_err(PyErr::from)?;
+            self.log_rows(
+                py,
+                &names,
+                &features,
+                &out,
+                rows,
+                score_pair,
+                times.as_deref(),
+            )
+            .map_err(PyErr::from)?;
         } else {
             let batch = Batch {
                 features: names
@@ -497,9 +554,10 @@ impl PyMonitor {
             // Schema inference must not interleave with another thread's first call, so the very
             // first batch keeps the GIL; every later one releases it while the core works.
             let result = if first {
+                fork::pass(py);
                 self.core.log_batch(&batch)
             } else {
-                py.detach(|| self.core.log_batch(&batch))
+                fork::detached(py, || self.core.log_batch(&batch))
             };
             result.map_err(PyCoreError)?;
         }
@@ -512,7 +570,9 @@ impl PyMonitor {
             self.learn_kinds(&by_name);
         }
         if let Some(l) = lat {
-            py.detach(|| l.into_iter().for_each(|d| self.core.record_latency(d)));
+            fork::detached(py, || {
+                l.into_iter().for_each(|d| self.core.record_latency(d))
+            });
         }
         Ok(rows)
     }
@@ -521,6 +581,7 @@ impl PyMonitor {
     #[pyo3(signature = (names, columns, rows, predictions, labels))]
     fn _set_reference_columns(
         &self,
+        py: Python<'_>,
         names: &Bound<'_, PyList>,
         columns: &Bound<'_, PyList>,
         rows: usize,
@@ -578,6 +639,7 @@ impl PyMonitor {
             ..Batch::default()
         };
         // Keeps the GIL: it may infer the schema (see `_log_columns`), and it runs once.
+        fork::pass(py);
         self.core.set_reference(&batch).map_err(PyCoreError)?;
         let by_name = names
             .iter()
@@ -608,6 +670,7 @@ impl PyMonitor {
         let values: Vec<Value<'_>> = (0..label_buf.len())
             .map(|i| outcome(label_buf.cell(i)))
             .collect();
+        fork::pass(ids.py());
         self.core
             .log_labels(&id_refs, &values)
             .map_err(|e| PyCoreError(e).into())
@@ -615,19 +678,17 @@ impl PyMonitor {
 
     /// Count one failed prediction (and its latency, when given).
     #[pyo3(signature = (*, latency = None))]
-    fn log_error(&self, latency: Option<f64>) -> PyResult<()> {
+    fn log_error(&self, py: Python<'_>, latency: Option<f64>) -> PyResult<()> {
+        fork::pass(py);
         self.core.record_error();
-        if let Some(l) = latency {
-            self.core.record_latency(seconds("latency", l)?);
-        }
-        Ok(())
+        self.record_latency(latency)
     }
 
     /// Close open windows and wait until the agent has everything; False on timeout.
     #[pyo3(signature = (timeout = 5.0))]
     fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
         let t = seconds("timeout", timeout)?;
-        match py.detach(|| self.core.flush(t)) {
+        match fork::detached(py, || self.core.flush(t)) {
             Ok(()) => Ok(true),
             Err(CoreError::Timeout(_)) => Ok(false),
             Err(e) => Err(PyCoreError(e).into()),
@@ -639,7 +700,7 @@ impl PyMonitor {
     #[pyo3(signature = (timeout = 5.0))]
     fn shutdown(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
         let t = seconds("timeout", timeout)?;
-        match py.detach(|| self.core.shutdown(t)) {
+        match fork::detached(py, || self.core.shutdown(t)) {
             Ok(()) => Ok(true),
             Err(CoreError::Timeout(_)) => Ok(false),
             Err(CoreError::Shutdown) => Ok(true),
@@ -668,8 +729,7 @@ impl PyMonitor {
                 "windows() needs a monitor created with agent=\"memory\"",
             ));
         };
-        py.detach(|| self.core.flush(Duration::ZERO))
-            .map_err(PyCoreError)?;
+        fork::detached(py, || self.core.flush(Duration::ZERO)).map_err(PyCoreError)?;
         let mut by_start: BTreeMap<i64, Vec<_>> = BTreeMap::new();
         for w in sink.take_windows() {
             by_start.entry(w.window_start_ms).or_default().push(w);
@@ -684,7 +744,8 @@ impl PyMonitor {
 
     /// Feature names in column order (empty until the schema is known).
     #[getter]
-    fn feature_names(&self) -> Vec<String> {
+    fn feature_names(&self, py: Python<'_>) -> Vec<String> {
+        fork::pass(py);
         self.core.feature_names()
     }
 

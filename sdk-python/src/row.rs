@@ -195,9 +195,15 @@ pub fn owned_items<'py>(dict: &Bound<'py, PyDict>) -> Vec<(Bound<'py, PyAny>, Bo
     items
 }
 
-/// [`fill`] over owned entries: any value type, no cache.
+/// Values of owned entries, read before any core lock is taken (reading may run Python code).
+pub fn read_values<'a>(items: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)]) -> Vec<Cell<'a>> {
+    items.iter().map(|(_, v)| Cell::read(v)).collect()
+}
+
+/// [`fill`] over owned entries whose values [`read_values`] read: any value type, no cache.
 pub fn fill_owned<'a>(
-    items: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)],
+    items: &[(Bound<'_, PyAny>, Bound<'_, PyAny>)],
+    cells: &[Cell<'a>],
     resolve: Resolve<'_>,
     out: &mut [Value<'a>],
 ) -> Filled {
@@ -205,11 +211,11 @@ pub fn fill_owned<'a>(
         matched: 0,
         extra: 0,
     };
-    for (k, v) in items {
+    for ((k, _), cell) in items.iter().zip(cells) {
         match slot_of(k, resolve) {
             Slot::Feature(i, kind) => {
                 if let Some(dst) = out.get_mut(i) {
-                    *dst = to_value(Cell::read(v), kind);
+                    *dst = to_value(*cell, kind);
                     filled.matched += 1;
                 }
             }

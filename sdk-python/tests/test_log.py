@@ -140,3 +140,26 @@ def test_context_manager_and_stats(make_monitor: Make) -> None:
         stats = mon.stats()
         assert set(stats) >= {"sent", "delivered", "dropped", "queued"}
         assert stats["sent"] == stats["delivered"] + stats["dropped"] + stats["queued"]
+
+
+def test_bad_latency_keeps_the_row_and_strict_rejects_it(make_monitor: Make) -> None:
+    mon = make_monitor()
+    mon.log(row(), "yes", latency=math.nan)
+    mon.log(row(), "yes", latency=-1.0)
+    mon.log(row(), "yes", latency=0.01)
+    snap = snapshot(mon)
+    assert snap["rows"] == 3
+    assert snap["latency_count"] == 1
+    with pytest.raises(DataError, match="latency"):
+        make_monitor(strict=True).log(row(), "yes", latency=math.nan)
+
+
+def test_timestamps_accept_numbers_and_datetimes(make_monitor: Make) -> None:
+    import datetime as dt
+
+    mon = make_monitor()
+    mon.log(row(), "yes", timestamp=1.7e9)
+    mon.log(row(), "yes", timestamp=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
+    with pytest.raises(TypeError):
+        mon.log(row(), "yes", timestamp="yesterday")
+    assert snapshot(mon)["rows"] == 2

@@ -174,10 +174,21 @@ class Monitor(_native.Monitor):
         return probe(predict, X, noise=noise, dropout=dropout, samples=samples, repeats=repeats, seed=seed)
 
 
-def _each_live(method: str) -> Callable[[], None]:
+def _before_fork() -> None:
+    # Close the gate before taking any lock: from here until the fork, threads about to take a
+    # core lock wait without the GIL instead of blocking the forking thread (see fork.rs).
+    _native._fork_gate_close()
+    for monitor in list(_LIVE):
+        monitor._before_fork()
+
+
+def _after_fork(method: str) -> Callable[[], None]:
     def hook() -> None:
-        for monitor in list(_LIVE):
-            getattr(monitor, method)()
+        try:
+            for monitor in list(_LIVE):
+                getattr(monitor, method)()
+        finally:
+            _native._fork_gate_open()
 
     return hook
 
@@ -188,9 +199,9 @@ def _flush_at_exit() -> None:
 
 
 os.register_at_fork(
-    before=_each_live("_before_fork"),
-    after_in_parent=_each_live("_after_fork_parent"),
-    after_in_child=_each_live("_after_fork_child"),
+    before=_before_fork,
+    after_in_parent=_after_fork("_after_fork_parent"),
+    after_in_child=_after_fork("_after_fork_child"),
 )
 atexit.register(_flush_at_exit)
 
