@@ -717,3 +717,116 @@ async fn websocket_streams_new_trust_scores_of_the_keys_project() {
     assert_eq!(event["window_start_ms"].as_i64(), Some(starts[0]));
     assert!(event["trust"]["score"].as_f64().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_clear_errors() {
+    let s = setup();
+    let h = s.collector.http;
+    let base = format!("/api/v1/projects/{PROJECT}");
+    let get = |path: &str| http(h, "GET", path, Some(&s.key), None);
+    let trust = format!("{base}/models/m/trust");
+
+    for (path, why) in [
+        (
+            format!("{trust}?cursor=%7B%22%24gt%22%3A%22%22%7D"),
+            "operator-looking cursor",
+        ),
+        (
+            format!("{trust}?cursor={}", "A".repeat(5000)),
+            "oversized cursor",
+        ),
+        (format!("{trust}?from_ms=10&to_ms=5"), "inverted range"),
+        (format!("{trust}?from_ms=abc"), "not a number"),
+        (
+            format!("{trust}?environment=prod"),
+            "environment without version",
+        ),
+        (format!("{base}/alerts?status=%24ne"), "unknown status"),
+    ] {
+        let (status, body) = get(&path);
+        assert_eq!(status, 400, "{why}: {body}");
+    }
+    // Unknown model or version: an empty page, not an error; latest: 404.
+    let (status, body) = get(&format!("{trust}?version=%7B%22%24ne%22%3A1%7D"));
+    assert_eq!(
+        (status, body["items"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    let (status, _) = get(&format!("{base}/models/m/trust/latest?version=v1"));
+    assert_eq!(status, 404);
+    // No key, a key for the wrong project.
+    let (status, _) = http(h, "GET", &trust, None, None);
+    assert_eq!(status, 401);
+    let (status, _) = get("/api/v1/projects/elsewhere/rules");
+    assert_eq!(status, 403);
+
+    let post = |path: &str, body: &str| http(h, "POST", path, Some(&s.admin_key), Some(body));
+    let huge = format!("{{\"id\": \"{}\"}}", "x".repeat(70 * 1024));
+    assert_eq!(post(&format!("{base}/rules"), &huge).0, 400);
+    assert_eq!(post(&format!("{base}/channels"), &huge).0, 413);
+    // Wrong types, extra fields, NaN-as-string thresholds, operator keys: refused, named.
+    for body in [
+        json!({"id": "r", "project": PROJECT, "name": "n", "metric": "trust_score",
+               "comparator": "<", "threshold": "NaN", "severity": "info"}),
+        json!({"id": "r", "project": PROJECT, "name": "n", "metric": "trust_score",
+               "comparator": "<", "threshold": 1.0, "severity": "info", "extra": true}),
+        json!({"id": {"$gt": ""}, "project": PROJECT, "name": "n", "metric": "trust_score",
+               "comparator": "<", "threshold": 1.0, "severity": "info"}),
+    ] {
+        let (status, resp) = post(&format!("{base}/rules"), &body.to_string());
+        assert_eq!(status, 400, "{body} -> {resp}");
+    }
+    let other_project = json!({"id": "r", "project": "elsewhere", "name": "n",
+                               "metric": "trust_score", "comparator": "<", "threshold": 1.0,
+                               "severity": "info"});
+    assert_eq!(
+        post(&format!("{base}/rules"), &other_project.to_string()).0,
+        422
+    );
+    let bad_metric = json!({"id": "r", "project": PROJECT, "name": "n", "metric": "nonsense.x",
+                            "comparator": "<", "threshold": 1.0, "severity": "info"});
+    let (status, resp) = post(&format!("{base}/rules"), &bad_metric.to_string());
+    assert_eq!(status, 422, "{resp}");
+    assert!(resp["error"].as_str().unwrap().contains("metric"));
+    assert_eq!(post(&format!("{base}/channels"), "[1, 2]").0, 400);
+    assert_eq!(post(&format!("{base}/alerts/x/ack"), "{\"by\": 5}").0, 400);
+    assert_eq!(
+        post(&format!("{base}/alerts/x/ack"), "{\"by\": \"me\"}").0,
+        404
+    );
+    // A back-test needs a model to replay.
+    let no_model = json!({"id": "r", "project": PROJECT, "name": "n", "metric": "trust_score",
+                          "comparator": "<", "threshold": 1.0, "severity": "info"});
+    assert_eq!(
+        post(&format!("{base}/rules/backtest"), &no_model.to_string()).0,
+        422
+    );
+
+    // gRPC: oversized names and half-given versions are invalid arguments.
+    let mut client = QueryServiceClient::connect(format!("http://{}", s.collector.grpc))
+        .await
+        .unwrap();
+    for (model, version, environment) in [
+        ("m".repeat(300), String::new(), String::new()),
+        ("m".to_owned(), "v1".to_owned(), String::new()),
+        (String::new(), String::new(), String::new()),
+    ] {
+        let mut req = tonic::Request::new(neurocloak_proto::v1::ListTrustScoresRequest {
+            project: PROJECT.into(),
+            model,
+            version,
+            environment,
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("x-api-key", s.key.parse().unwrap());
+        let err = client.list_trust_scores(req).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    }
+    let req = tonic::Request::new(WatchRequest {
+        project: PROJECT.into(),
+        model: String::new(),
+    });
+    let err = client.watch_trust_scores(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+}
