@@ -6,6 +6,7 @@ use neurocloak_proto as pb;
 use pb::{FeatureKind, TaskType};
 
 use super::value::Value;
+use crate::sketch::short_eq;
 
 /// Settings every window of a monitor records with (derived once from the config).
 #[derive(Debug, Clone)]
@@ -159,7 +160,7 @@ impl Layout {
     /// schema order, and comparing one string is cheaper than hashing it.
     #[inline]
     pub fn resolve(&self, name: &str, position: usize) -> Option<usize> {
-        if self.names.get(position).is_some_and(|n| n == name) {
+        if self.names.get(position).is_some_and(|n| short_eq(n, name)) {
             return Some(position);
         }
         self.index.get(name).copied()
@@ -173,5 +174,31 @@ pub(crate) fn infer_kind(v: &Value<'_>) -> FeatureKind {
         Value::Text(_) => FeatureKind::Categorical,
         Value::Bool(_) => FeatureKind::Boolean,
         Value::Number(_) | Value::Missing => FeatureKind::Numeric,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sketch::short_eq;
+
+    #[test]
+    fn short_eq_matches_str_eq() {
+        let words = [
+            "",
+            "a",
+            "ab",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefgi",
+            "abcdefghijklmnop",
+            "abcdefghijklmnoq",
+            "abcdefghijklmnopq",
+            "bbcdefghijklmnop",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(short_eq(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
     }
 }

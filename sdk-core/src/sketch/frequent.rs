@@ -84,7 +84,7 @@ impl FrequentItems {
         let entries = &mut self.entries;
         if let Some(&i) = self
             .table
-            .find(hash, |&i| &*entries[i as usize].value == value)
+            .find(hash, |&i| short_eq(&entries[i as usize].value, value))
         {
             entries[i as usize].count += weight;
             return;
@@ -233,6 +233,27 @@ impl FrequentItems {
             s.add(&it.value, hash_bytes(it.value.as_bytes()), it.count);
         }
         Ok(s)
+    }
+}
+
+/// String equality without a `memcmp` call for the short names features usually have: two
+/// overlapping 8-byte loads cover 8..=16 bytes, a byte loop covers fewer.
+#[inline]
+pub(crate) fn short_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    match n {
+        0..=7 => a.iter().zip(b).all(|(x, y)| x == y),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
     }
 }
 

@@ -14,6 +14,7 @@ mod score;
 
 pub use bins::{FixedBins, MAX_EDGES};
 pub use counters::Counters;
+pub(crate) use frequent::short_eq;
 pub use frequent::{DEFAULT_CAPACITY as DEFAULT_ITEMS_CAPACITY, FrequentItems, MAX_VALUE_BYTES};
 pub use hll::{DEFAULT_PRECISION as DEFAULT_HLL_PRECISION, Hll};
 pub use kll::{
