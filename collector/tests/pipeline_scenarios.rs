@@ -488,6 +488,16 @@ async fn alert_rule_fires_and_a_real_webhook_gets_a_signed_notification() {
     );
     assert_eq!(st, 409);
 
+    let mut watch = QueryServiceClient::connect(format!("http://{}", s.collector.grpc))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(WatchRequest {
+        project: PROJECT.into(),
+        model: "alerted".into(),
+    });
+    req.metadata_mut()
+        .insert("x-api-key", s.key.parse().unwrap());
+    let mut stream = watch.watch_trust_scores(req).await.unwrap().into_inner();
     let shifted = Traffic {
         x2_shift: 1.0,
         ..Traffic::stable(2)
@@ -613,6 +623,22 @@ async fn alert_rule_fires_and_a_real_webhook_gets_a_signed_notification() {
         assert!(std::time::Instant::now() < deadline, "{d}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // The live stream carried the alert changes of this model, in order.
+    let mut transitions = Vec::new();
+    while !transitions.contains(&"acknowledged".to_owned()) {
+        let update = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("alert updates on the stream")
+            .unwrap()
+            .unwrap();
+        if let Some(live_update::Event::Alert(a)) = update.event {
+            assert_eq!(a.rule_id, "feature-drift");
+            assert_eq!(a.subject, "x2");
+            transitions.push(a.transition);
+        }
+    }
+    assert_eq!(transitions, ["fired", "escalated", "acknowledged"]);
 
     // A back-test over the stored history finds the same firing window.
     let (st, bt) = http(
