@@ -20,7 +20,9 @@ use crate::Error;
 use crate::auth::{Authenticator, Caller, Denied};
 use crate::ingest::API_KEY_HEADER;
 use crate::pipeline::alerts::{self, AlertFailure};
-use crate::pipeline::records::{RangeQuery, list_evaluations, list_trust};
+use crate::pipeline::records::{
+    ProjectEvalConfig, RangeQuery, list_evaluations, list_trust, project_config, put_project_config,
+};
 use crate::pipeline::{LiveEvent, Pipeline, query};
 use crate::store::{PageRequest, Scope};
 
@@ -63,6 +65,10 @@ pub fn router(p: Pipeline) -> Router {
         .route(&format!("{project}/alerts/history"), get(history))
         .route(&format!("{project}/alerts/{{dedup}}/ack"), post(ack))
         .route(&format!("{project}/deliveries"), get(deliveries))
+        .route(
+            &format!("{project}/evaluation-config"),
+            get(eval_config).put(put_eval_config),
+        )
         .with_state(state)
 }
 
@@ -441,6 +447,41 @@ async fn deliveries(
     authorize(&s, &headers, None, &project, Scope::Read).await?;
     let got = alerts::list_deliveries(&s.p, &project, &q.page()).await?;
     Ok(page_json(got.items, got.next))
+}
+
+async fn eval_config(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    Ok(Json(json!(project_config(&s.p, &project).await?)))
+}
+
+/// Replaces the project's evaluation and trust settings (drift tests and thresholds per
+/// feature, performance, fairness, explainability, operations, trust weights and ramps).
+async fn put_eval_config(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    let c: ProjectEvalConfig = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed config: {e}")))?;
+    put_project_config(&s.p, &project, &c)
+        .await
+        .map_err(|e| match e {
+            Error::Invalid(m) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, m),
+            other => other.into(),
+        })?;
+    Ok(Json(json!(c)))
 }
 
 #[derive(Debug, Deserialize)]

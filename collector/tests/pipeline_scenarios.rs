@@ -856,3 +856,33 @@ async fn hostile_requests_get_clear_errors() {
     let err = client.watch_trust_scores(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_settings_change_how_windows_are_judged() {
+    let s = setup();
+    let h = s.collector.http;
+    let path = format!("/api/v1/projects/{PROJECT}/evaluation-config");
+    let (status, defaults) = http(h, "GET", &path, Some(&s.key), None);
+    assert_eq!(status, 200);
+    assert!(defaults["evaluation"]["drift"].is_object(), "{defaults}");
+
+    let ignore_x2 = json!({"evaluation": {"drift": {"features": {"x2": {"ignore": true}}}}});
+    let put = |key: &str, body: &str| http(h, "PUT", &path, Some(key), Some(body));
+    assert_eq!(put(&s.key, &ignore_x2.to_string()).0, 403, "needs admin");
+    assert_eq!(put(&s.admin_key, "{\"evaluation\": 3}").0, 400);
+    let invalid = json!({"evaluation": {"performance": {"calibration_bins": 0}}});
+    let (status, body) = put(&s.admin_key, &invalid.to_string());
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = put(&s.admin_key, &ignore_x2.to_string());
+    assert_eq!(status, 200, "{body}");
+
+    let shifted = Traffic {
+        x2_shift: 1.0,
+        ..Traffic::stable(3)
+    };
+    let starts = push_windows(&s, "tuned", &[shifted]).await;
+    let t = wait_trust(h, &s.key, "tuned", "v1", starts[0], WAIT, |_| true);
+    let f = &t["metrics"]["drift"]["features"];
+    assert!(f["x2"].is_null(), "x2 is ignored by this project: {f}");
+    assert_eq!(f["x1"]["drifted"].as_f64(), Some(0.0), "{f}");
+}

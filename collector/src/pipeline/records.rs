@@ -2,13 +2,13 @@
 //! revision, with the inputs used) and trust scores (the latest per window, with the metrics
 //! document alerts read).
 
-use neurocloak_evaluate::{TrustScore, WindowEvaluation};
+use neurocloak_evaluate::{EvalConfig, TrustConfig, TrustScore, WindowEvaluation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{version_scope, window_id};
+use super::{Pipeline, join_id, version_scope, window_id};
 use crate::store::eval::{Coll, Doc, DocQuery, SharedEvalStore};
-use crate::store::{ModelKey, Page, PageRequest};
+use crate::store::{ModelKey, Page, PageRequest, now_ms};
 use crate::{Error, Result};
 
 /// Kind of an evaluation record; one kind today, room for robustness probes and audits.
@@ -209,4 +209,58 @@ pub async fn recent_trust(
     Ok(list_trust(docs, &q, &PageRequest::first(n.max(1)))
         .await?
         .items)
+}
+
+/// A project's evaluation settings, overriding the collector's `[pipeline]` defaults.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProjectEvalConfig {
+    pub evaluation: EvalConfig,
+    pub trust: TrustConfig,
+}
+
+impl ProjectEvalConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.evaluation
+            .validate()
+            .map_err(|e| Error::Invalid(format!("evaluation: {e}")))?;
+        self.trust
+            .validate()
+            .map_err(|e| Error::Invalid(format!("trust: {e}")))
+    }
+}
+
+fn eval_config_id(project: &str) -> String {
+    join_id(&["eval-config", project])
+}
+
+/// The settings windows of `project` are evaluated with: the project's own, else the
+/// collector's defaults.
+pub async fn project_config(p: &Pipeline, project: &str) -> Result<ProjectEvalConfig> {
+    match p.docs.get(Coll::Meta, &eval_config_id(project)).await? {
+        Some(d) => parse(&d),
+        None => Ok(ProjectEvalConfig {
+            evaluation: p.config.evaluation.clone(),
+            trust: p.config.trust.clone(),
+        }),
+    }
+}
+
+/// Validates and stores a project's settings; they apply from the next evaluation on.
+pub async fn put_project_config(p: &Pipeline, project: &str, c: &ProjectEvalConfig) -> Result<()> {
+    c.validate()?;
+    p.docs
+        .upsert(
+            Coll::Meta,
+            &Doc {
+                id: eval_config_id(project),
+                project_id: project.to_owned(),
+                scope: String::new(),
+                kind: "eval-config".into(),
+                status: String::new(),
+                time_ms: now_ms(),
+                body: body(c)?,
+            },
+        )
+        .await
 }

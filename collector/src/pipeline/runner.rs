@@ -370,8 +370,9 @@ impl Runner {
             records::recent_trust(&p.docs, key, start_ms, p.config.history_windows).await?;
         inputs.history = history.len();
         let scores: Vec<f64> = history.iter().rev().filter_map(|t| t.trust.score).collect();
+        let settings = records::project_config(p, &key.project_id).await?;
         let ctx = EvalContext {
-            config: p.config.evaluation.clone(),
+            config: settings.evaluation,
             recent_volumes: history.iter().rev().map(|t| t.rows).collect(),
             ..EvalContext::default()
         };
@@ -398,9 +399,9 @@ impl Runner {
         };
         let t0 = Instant::now();
         let evaluation = evaluate_window(&merged, baseline, &ctx)
-            .map_err(|e| Error::Config(format!("evaluation: {e}")))?;
-        let trust = trust_score(&evaluation, &p.config.trust, &scores)
-            .map_err(|e| Error::Config(format!("trust score: {e}")))?;
+            .map_err(|e| Error::Invalid(format!("evaluation: {e}")))?;
+        let trust = trust_score(&evaluation, &settings.trust, &scores)
+            .map_err(|e| Error::Invalid(format!("trust score: {e}")))?;
         let evaluate = t0.elapsed();
         let now = now_ms();
         let metrics = super::alerts::metrics_document(&evaluation, &trust);
