@@ -45,48 +45,69 @@ pub fn free_port() -> u16 {
 pub struct FerretDb {
     child: Child,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+fn spawn_ferretdb(dir: &std::path::Path, port: u16) -> Child {
+    Command::new(ferretdb_binary())
+        .arg("--handler=sqlite")
+        .arg(format!("--sqlite-url=file:{}/", dir.display()))
+        .arg(format!("--listen-addr=127.0.0.1:{port}"))
+        .arg("--telemetry=disable")
+        .arg("--debug-addr=-")
+        .arg("--log-level=error")
+        // FerretDB writes state.json here (default: the working directory).
+        .arg(format!("--state-dir={}", dir.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ferretdb")
 }
 
 impl FerretDb {
     pub fn start() -> FerretDb {
-        let bin = ferretdb_binary();
         // The port is free when chosen but could be taken before FerretDB binds it: retry.
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
-            let child = Command::new(&bin)
-                .arg("--handler=sqlite")
-                .arg(format!("--sqlite-url=file:{}/", dir.path().display()))
-                .arg(format!("--listen-addr=127.0.0.1:{port}"))
-                .arg("--telemetry=disable")
-                .arg("--debug-addr=-")
-                .arg("--log-level=error")
-                // FerretDB writes state.json here (default: the working directory).
-                .arg(format!("--state-dir={}", dir.path().display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn ferretdb");
-            let mut db = FerretDb {
-                child,
-                port,
-                _dir: dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(status)) = db.child.try_wait() {
-                    eprintln!("ferretdb exited early: {status}");
-                    break;
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return db;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            let child = spawn_ferretdb(dir.path(), port);
+            let mut db = FerretDb { child, port, dir };
+            if db.wait_ready() {
+                return db;
             }
             let _ = db.child.kill();
         }
         panic!("FerretDB did not start");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                eprintln!("ferretdb exited early: {status}");
+                return false;
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// SIGKILLs the server, keeping its data directory and port for [`FerretDb::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.child = spawn_ferretdb(self.dir.path(), self.port);
+        assert!(
+            self.wait_ready(),
+            "FerretDB did not restart on port {}",
+            self.port
+        );
     }
 
     pub fn uri(&self) -> String {
