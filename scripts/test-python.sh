@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Python SDK suite: builds the `neurocloak` wheel with maturin from the project venv,
 # installs it there, then checks the native stub (stubtest), types (mypy --strict)
-# and behaviour (pytest, including fork and gunicorn tests against real agent processes).
+# and behaviour (pytest, including fork tests and gunicorn → agent → collector with real processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -12,6 +12,10 @@ if [ ! -x "$py" ]; then
 fi
 # Pinned here rather than in requirements-test.txt: only this suite needs it.
 "$py" -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt gunicorn==23.0.0
+
+echo "== python: agent and collector binaries (the gunicorn test runs them)"
+cargo build --locked -p neurocloak-agent -p neurocloak-collector --bins
+export NEUROCLOAK_BIN_DIR="$CARGO_TARGET_DIR/debug"
 
 echo "== python: build wheel"
 wheels="$NEUROCLOAK_CACHE/wheels"

@@ -1,0 +1,138 @@
+"""End to end with real processes: gunicorn (4 forked workers) → agent → collector.
+
+Every row every worker logged must be stored by the collector, and shutting gunicorn down
+must not hang (each worker's exit hook flushes with a bounded timeout)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import binary, free_port, wait_for_port
+
+APPS = Path(__file__).parent / "apps"
+PROJECT = "p"
+WORKERS = 4
+REQUESTS = 400
+
+
+def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+@pytest.fixture
+def stack(workdir: Path) -> Iterator[dict[str, Any]]:
+    collector_bin, agent_bin = binary("neurocloak-collector"), binary("neurocloak-agent")
+    cdir = workdir / "collector"
+    boot = subprocess.run(
+        [str(collector_bin), "admin", "bootstrap", "--org", "o", "--project", PROJECT, "--data-dir", str(cdir)],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    created = json.loads(boot.stdout)
+    api_key = created.get("api_key") or created["key"]["api_key"]
+    grpc, http = free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        collector = start(
+            [str(collector_bin), "serve", "--data-dir", str(cdir), "--grpc-addr", f"127.0.0.1:{grpc}",
+             "--http-addr", f"127.0.0.1:{http}", "--jobs-enabled", "false"],
+            workdir / "collector.log",
+        )
+        procs.append(collector)
+        wait_for_port(http, collector, timeout=60)
+        agent_tcp, agent_http = free_port(), free_port()
+        agent = start(
+            [str(agent_bin), "--data-dir", str(workdir / "agent"), "--uds-path", str(workdir / "agent.sock"),
+             "--tcp-addr", f"127.0.0.1:{agent_tcp}", "--http-addr", f"127.0.0.1:{agent_http}",
+             "--collector", f"http://127.0.0.1:{grpc}", "--api-key", api_key,
+             "--linger-ms", "50", "--merge-grace-ms", "200", "--backoff-initial-ms", "20", "--backoff-max-ms", "300"],
+            workdir / "agent.log",
+        )
+        procs.append(agent)
+        wait_for_port(agent_tcp, agent)
+        yield {"api_key": api_key, "http": http, "agent": f"unix://{workdir / 'agent.sock'}", "dir": workdir}
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+
+def stored_rows(http: int, api_key: str) -> int:
+    total, cursor = 0, None
+    while True:
+        url = f"http://127.0.0.1:{http}/api/v1/projects/{PROJECT}/models/gunicorn-model/windows?limit=1000"
+        if cursor:
+            url += f"&cursor={cursor}"
+        req = urllib.request.Request(url, headers={"x-api-key": api_key})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                page = json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return 0
+            raise
+        total += sum(int(item["rows"]) for item in page["items"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return total
+
+
+def test_every_row_from_every_gunicorn_worker_arrives(stack: dict[str, Any]) -> None:
+    port = free_port()
+    env = {**os.environ, "NC_PROJECT": PROJECT, "NC_AGENT": stack["agent"], "PYTHONPATH": str(APPS)}
+    gunicorn = start(
+        [sys.executable, "-m", "gunicorn", "--preload", "-w", str(WORKERS), "-b", f"127.0.0.1:{port}",
+         "--graceful-timeout", "10", "wsgi_model:app"],
+        stack["dir"] / "gunicorn.log",
+        env,
+    )
+    try:
+        wait_for_port(port, gunicorn, timeout=60)
+
+        def call(i: int) -> int:
+            body = json.dumps({"a": (i % 7) - 3.0, "b": (i % 5) - 2.0, "c": float(i)}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/", data=body, method="POST")
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return int(json.loads(resp.read())["pid"])
+
+        with ThreadPoolExecutor(8) as pool:
+            pids = list(pool.map(call, range(REQUESTS)))
+        assert len(set(pids)) > 1, "requests should spread over several workers"
+    finally:
+        started = time.monotonic()
+        code = stop(gunicorn, timeout=30)
+        shutdown_seconds = time.monotonic() - started
+    log = (stack["dir"] / "gunicorn.log").read_text()
+    assert code == 0, log
+    assert shutdown_seconds < 15, f"shutdown took {shutdown_seconds:.1f} s"
+    deadline = time.monotonic() + 60
+    rows = 0
+    while time.monotonic() < deadline:
+        rows = stored_rows(stack["http"], stack["api_key"])
+        if rows >= REQUESTS:
+            break
+        time.sleep(0.5)
+    assert rows == REQUESTS, f"collector stored {rows} of {REQUESTS} rows\n{log}"
