@@ -494,16 +494,98 @@ pub(crate) struct WindowAcc {
     prediction: OutcomeCol,
     label: OutcomeCol,
     outcomes: Outcomes,
+    out: RowOutputs,
+    pub latency: Option<Latency>,
+    pub errors: u64,
+    extra_features: u64,
+}
+
+/// Per-row products beyond the columns: group outcomes, samples and prediction records.
+#[derive(Debug)]
+struct RowOutputs {
     groups: HashMap<String, GroupProfile>,
     key_buf: String,
     keys: Vec<String>,
-    pub latency: Option<Latency>,
-    pub errors: u64,
     reservoir: Reservoir,
     hash_sampled: Vec<pb::SampledRow>,
     predictions: Vec<pb::PredictionRecord>,
     predictions_dropped: u64,
-    extra_features: u64,
+}
+
+impl RowOutputs {
+    /// Counts the row in each of its sensitive groups (keys left in `self.keys` for the
+    /// prediction record).
+    fn record_groups(
+        &mut self,
+        settings: &Settings,
+        layout: &Layout,
+        src: RowSrc<'_, '_>,
+        p: &Prediction<'_>,
+        r: &Resolved<'_>,
+    ) {
+        self.keys.clear();
+        if layout.sensitive.is_empty() {
+            return;
+        }
+        group_keys(settings, layout, src, &mut self.keys, &mut self.key_buf);
+        for key in &self.keys {
+            let k = if self.groups.contains_key(key) || self.groups.len() < MAX_GROUPS {
+                key.as_str()
+            } else {
+                OVERFLOW_GROUP
+            };
+            let g = match self.groups.get_mut(k) {
+                Some(g) => g,
+                None => self
+                    .groups
+                    .entry(k.to_owned())
+                    .or_insert_with(|| GroupProfile {
+                        count: 0,
+                        outcomes: empty_outcomes(settings),
+                    }),
+            };
+            g.count += 1;
+            record_outcome(&mut g.outcomes, p, r);
+        }
+    }
+
+    /// Reservoir, hash sampling by id and the prediction record for delayed labels. Rows are
+    /// only materialised when a sampler keeps them.
+    fn record_samples(
+        &mut self,
+        settings: &Settings,
+        layout: &Layout,
+        src: RowSrc<'_, '_>,
+        p: &Prediction<'_>,
+        ts: i64,
+        scores: &[f64],
+    ) {
+        if let Some(slot) = self.reservoir.offer() {
+            let row = sampled_row(settings, p, ts, src.all(layout));
+            self.reservoir.put(slot, row);
+        }
+        let Some(id) = p.id else {
+            return;
+        };
+        let (id, _) = truncate(id, settings.max_string);
+        if hash_bytes(id.as_bytes()) < settings.hash_threshold
+            && self.hash_sampled.len() < settings.max_hash_samples
+        {
+            self.hash_sampled
+                .push(sampled_row(settings, p, ts, src.all(layout)));
+        }
+        if self.predictions.len() < settings.max_records {
+            self.predictions.push(pb::PredictionRecord {
+                id: id.to_owned(),
+                timestamp_ms: ts,
+                prediction: Some(p.prediction.to_proto(settings.max_string)),
+                scores: scores.to_vec(),
+                groups: self.keys.clone(),
+            });
+        } else {
+            self.predictions_dropped += 1;
+        }
+    }
 }
 
 impl WindowAcc {
@@ -518,15 +600,17 @@ impl WindowAcc {
             prediction: OutcomeCol::new(&settings),
             label: OutcomeCol::new(&settings),
             outcomes: empty_outcomes(&settings),
-            groups: HashMap::new(),
-            key_buf: String::new(),
-            keys: Vec::new(),
+            out: RowOutputs {
+                groups: HashMap::new(),
+                key_buf: String::new(),
+                keys: Vec::new(),
+                reservoir: Reservoir::new(settings.reservoir, seed),
+                hash_sampled: Vec::new(),
+                predictions: Vec::new(),
+                predictions_dropped: 0,
+            },
             latency: None,
             errors: 0,
-            reservoir: Reservoir::new(settings.reservoir, seed),
-            hash_sampled: Vec::new(),
-            predictions: Vec::new(),
-            predictions_dropped: 0,
             extra_features: 0,
             rows: 0,
             layout: Arc::clone(&layout),
@@ -624,55 +708,10 @@ impl WindowAcc {
             scores,
         };
         record_outcome(&mut self.outcomes, p, &r);
-        self.keys.clear();
-        if !layout.sensitive.is_empty() {
-            group_keys(settings, layout, src, &mut self.keys, &mut self.key_buf);
-            for key in &self.keys {
-                let k = if self.groups.contains_key(key) || self.groups.len() < MAX_GROUPS {
-                    key.as_str()
-                } else {
-                    OVERFLOW_GROUP
-                };
-                let g = match self.groups.get_mut(k) {
-                    Some(g) => g,
-                    None => self
-                        .groups
-                        .entry(k.to_owned())
-                        .or_insert_with(|| GroupProfile {
-                            count: 0,
-                            outcomes: empty_outcomes(settings),
-                        }),
-                };
-                g.count += 1;
-                record_outcome(&mut g.outcomes, p, &r);
-            }
-        }
+        self.out.record_groups(settings, layout, src, p, &r);
         let ts = p.timestamp_ms.unwrap_or(now_ms);
-        if let Some(slot) = self.reservoir.offer() {
-            let row = sampled_row(settings, p, ts, src.all(layout));
-            self.reservoir.put(slot, row);
-        }
-        let Some(id) = p.id else {
-            return;
-        };
-        let (id, _) = truncate(id, settings.max_string);
-        if hash_bytes(id.as_bytes()) < settings.hash_threshold
-            && self.hash_sampled.len() < settings.max_hash_samples
-        {
-            self.hash_sampled
-                .push(sampled_row(settings, p, ts, src.all(layout)));
-        }
-        if self.predictions.len() < settings.max_records {
-            self.predictions.push(pb::PredictionRecord {
-                id: id.to_owned(),
-                timestamp_ms: ts,
-                prediction: Some(p.prediction.to_proto(settings.max_string)),
-                scores: r.scores.to_vec(),
-                groups: self.keys.clone(),
-            });
-        } else {
-            self.predictions_dropped += 1;
-        }
+        self.out
+            .record_samples(settings, layout, src, p, ts, r.scores);
     }
 
     /// Records a columnar batch. The caller has validated it (`n` rows).
@@ -729,7 +768,7 @@ impl WindowAcc {
         // Only the reservoir needs rows: materialise the ones it keeps.
         self.rows += n as u64;
         for row in 0..n {
-            if let Some(slot) = self.reservoir.offer() {
+            if let Some(slot) = self.out.reservoir.offer() {
                 let p = Prediction {
                     timestamp_ms: batch.timestamps_ms.map(|t| t[row]),
                     ..Prediction::default()
@@ -741,7 +780,7 @@ impl WindowAcc {
                 };
                 let ts = p.timestamp_ms.unwrap_or(now_ms);
                 let r = sampled_row(&self.settings, &p, ts, src.all(&self.layout));
-                self.reservoir.put(slot, r);
+                self.out.reservoir.put(slot, r);
             }
         }
     }
@@ -766,13 +805,13 @@ impl WindowAcc {
         w.prediction = Some(self.prediction.into_profile(s));
         w.label = Some(self.label.into_profile(s));
         w.outcomes = Some(self.outcomes);
-        w.groups = self.groups.into_iter().collect();
+        w.groups = self.out.groups.into_iter().collect();
         w.latency = self.latency;
         w.errors = self.errors;
-        w.reservoir = Some(self.reservoir);
-        w.hash_sampled = self.hash_sampled;
-        w.predictions = self.predictions;
-        w.predictions_dropped = self.predictions_dropped;
+        w.reservoir = Some(self.out.reservoir);
+        w.hash_sampled = self.out.hash_sampled;
+        w.predictions = self.out.predictions;
+        w.predictions_dropped = self.out.predictions_dropped;
         w.extra_features = self.extra_features;
         w
     }
