@@ -84,3 +84,47 @@ def workdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="neurocloak-py-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def start_process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def start_agent(workdir: Path, collector: str, api_key: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """A real agent on random loopback ports (and a socket in `workdir`); returns (process,
+    tcp port, http port)."""
+    tcp, http = free_port(), free_port()
+    proc = start_process(
+        [str(binary("neurocloak-agent")), "--data-dir", str(workdir / "agent"),
+         "--uds-path", str(workdir / "agent.sock"), "--tcp-addr", f"127.0.0.1:{tcp}",
+         "--http-addr", f"127.0.0.1:{http}", "--collector", collector, "--api-key", api_key,
+         "--linger-ms", "50", "--merge-grace-ms", "200", "--backoff-initial-ms", "20",
+         "--backoff-max-ms", "300", "--drain-timeout-ms", "1000"],
+        workdir / "agent.log",
+    )
+    wait_for_port(tcp, proc)
+    return proc, tcp, http
+
+
+def agent_metrics(http: int) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = out.get(name, 0.0) + float(value)
+    return out

@@ -7,13 +7,15 @@ import json
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pytest
 
 import neurocloak
-from helpers import snapshot
+from conftest import agent_metrics, free_port, start_agent, stop_process
+from helpers import ONE_WINDOW, snapshot
 
 Make = Callable[..., neurocloak.Monitor]
 
@@ -122,3 +124,35 @@ def test_fork_after_threads_logged(make_monitor: Make) -> None:
         got = run_in_child(lambda: (mon.log({"x": float(k)}, 0.0), snapshot(mon)["rows"])[1])
         assert got == 1
     assert snapshot(mon)["rows"] == 3 * 700
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_forked_workers_deliver_to_a_real_agent(workdir: Path) -> None:
+    # No collector behind it: the agent acknowledges once a push is in its disk queue.
+    agent, tcp, http = start_agent(workdir, f"http://127.0.0.1:{free_port()}", "unused-key")
+    try:
+        mon = neurocloak.Monitor(
+            project="p", model="fork", version="1", task="regression",
+            features={"x": "numeric"}, window_seconds=ONE_WINDOW, agent=f"http://127.0.0.1:{tcp}",
+        )
+        mon.log({"x": 1.0}, 0.0)
+
+        def child() -> object:
+            for i in range(50):
+                mon.log({"x": float(i)}, 0.0)
+            flushed = mon.shutdown(10.0)
+            return {"flushed": flushed, **mon.stats()}
+
+        results = [run_in_child(child) for _ in range(3)]
+        for r in results:
+            assert isinstance(r, dict)
+            assert r["flushed"] is True, r
+            # The child's queue started empty: only its own window, delivered, nothing dropped.
+            assert (r["sent"], r["delivered"], r["dropped"], r["queued"]) == (1, 1, 0, 0), r
+        assert mon.shutdown(10.0)
+        s = mon.stats()
+        assert (s["sent"], s["delivered"], s["dropped"]) == (1, 1, 0)
+        received = agent_metrics(http).get("neurocloak_agent_received_total", 0.0)
+        assert received == 4, received
+    finally:
+        stop_process(agent)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import binary, free_port, wait_for_port
+from conftest import binary, free_port, start_agent, start_process, stop_process, wait_for_port
 
 APPS = Path(__file__).parent / "apps"
 PROJECT = "p"
@@ -27,24 +26,9 @@ WORKERS = 4
 REQUESTS = 400
 
 
-def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
-
-
 @pytest.fixture
 def stack(workdir: Path) -> Iterator[dict[str, Any]]:
-    collector_bin, agent_bin = binary("neurocloak-collector"), binary("neurocloak-agent")
+    collector_bin = binary("neurocloak-collector")
     cdir = workdir / "collector"
     boot = subprocess.run(
         [str(collector_bin), "admin", "bootstrap", "--org", "o", "--project", PROJECT, "--data-dir", str(cdir)],
@@ -57,27 +41,19 @@ def stack(workdir: Path) -> Iterator[dict[str, Any]]:
     grpc, http = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        collector = start(
+        collector = start_process(
             [str(collector_bin), "serve", "--data-dir", str(cdir), "--grpc-addr", f"127.0.0.1:{grpc}",
              "--http-addr", f"127.0.0.1:{http}", "--jobs-enabled", "false"],
             workdir / "collector.log",
         )
         procs.append(collector)
         wait_for_port(http, collector, timeout=60)
-        agent_tcp, agent_http = free_port(), free_port()
-        agent = start(
-            [str(agent_bin), "--data-dir", str(workdir / "agent"), "--uds-path", str(workdir / "agent.sock"),
-             "--tcp-addr", f"127.0.0.1:{agent_tcp}", "--http-addr", f"127.0.0.1:{agent_http}",
-             "--collector", f"http://127.0.0.1:{grpc}", "--api-key", api_key,
-             "--linger-ms", "50", "--merge-grace-ms", "200", "--backoff-initial-ms", "20", "--backoff-max-ms", "300"],
-            workdir / "agent.log",
-        )
+        agent, _, _ = start_agent(workdir, f"http://127.0.0.1:{grpc}", api_key)
         procs.append(agent)
-        wait_for_port(agent_tcp, agent)
         yield {"api_key": api_key, "http": http, "agent": f"unix://{workdir / 'agent.sock'}", "dir": workdir}
     finally:
         for p in reversed(procs):
-            stop(p)
+            stop_process(p)
 
 
 def stored_rows(http: int, api_key: str) -> int:
@@ -103,7 +79,7 @@ def stored_rows(http: int, api_key: str) -> int:
 def test_every_row_from_every_gunicorn_worker_arrives(stack: dict[str, Any]) -> None:
     port = free_port()
     env = {**os.environ, "NC_PROJECT": PROJECT, "NC_AGENT": stack["agent"], "PYTHONPATH": str(APPS)}
-    gunicorn = start(
+    gunicorn = start_process(
         [sys.executable, "-m", "gunicorn", "--preload", "-w", str(WORKERS), "-b", f"127.0.0.1:{port}",
          "--graceful-timeout", "10", "wsgi_model:app"],
         stack["dir"] / "gunicorn.log",
@@ -123,7 +99,7 @@ def test_every_row_from_every_gunicorn_worker_arrives(stack: dict[str, Any]) -> 
         assert len(set(pids)) > 1, "requests should spread over several workers"
     finally:
         started = time.monotonic()
-        code = stop(gunicorn, timeout=30)
+        code = stop_process(gunicorn, timeout=30)
         shutdown_seconds = time.monotonic() - started
     log = (stack["dir"] / "gunicorn.log").read_text()
     assert code == 0, log
