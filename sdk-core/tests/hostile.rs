@@ -487,3 +487,25 @@ fn merging_conflicting_kinds_is_counted() {
     assert_eq!(f.kind, FeatureKind::Numeric);
     assert_eq!((f.counters.count, f.counters.type_mismatch), (4, 3));
 }
+
+/// Rows without features (predictions only) do not fix an empty schema: features logged later
+/// are still profiled, in the next window at the latest.
+#[test]
+fn featureless_rows_do_not_fix_an_empty_schema() {
+    let (m, sink) = common::monitor(|_| {});
+    m.log(
+        &[],
+        &Prediction {
+            prediction: 1.0.into(),
+            ..Prediction::default()
+        },
+    )
+    .unwrap();
+    assert!(m.feature_names().is_empty());
+    m.flush(std::time::Duration::from_secs(1)).unwrap();
+    m.log(&[("x", 2.0.into())], &no_pred()).unwrap();
+    assert_eq!(m.feature_names(), vec!["x".to_owned()]);
+    let w = common::flushed(&m, &sink);
+    assert_eq!(w.rows, 2);
+    assert_eq!(w.features["x"].counters.count, 1);
+}

@@ -620,6 +620,11 @@ impl WindowAcc {
         acc
     }
 
+    /// Rows recorded so far.
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows
+    }
+
     /// Switches to `layout`; only valid before the first row.
     pub(crate) fn adopt(&mut self, layout: Arc<Layout>) {
         debug_assert_eq!(self.rows, 0);

@@ -691,7 +691,12 @@ impl Inner {
         if let Some(l) = guard.as_ref() {
             return Arc::clone(l);
         }
-        let base = Layout::new(features(), &self.config.sensitive, &self.settings, true);
+        let features = features();
+        if features.is_empty() {
+            // Nothing to infer from (a row or batch of predictions only): wait for features.
+            return Arc::new(Layout::new(features, &[], &self.settings, true));
+        }
+        let base = Layout::new(features, &self.config.sensitive, &self.settings, true);
         let l = Arc::new(base.with_edges(&self.reference_edges.read()));
         *guard = Some(Arc::clone(&l));
         self.layout_ready.store(true, Ordering::Release);
@@ -718,7 +723,9 @@ impl Inner {
         let st = &mut *st;
         // A clock step backwards keeps recording into the open window.
         if let Some(acc) = st.current.as_mut().filter(|a| a.start >= start) {
+            // Only an unused placeholder can switch layouts: recorded rows keep theirs.
             if acc.placeholder
+                && acc.rows() == 0
                 && self.layout_ready.load(Ordering::Acquire)
                 && let Some(l) = self.layout.read().clone()
             {
