@@ -120,6 +120,9 @@ async fn stable_stream_keeps_trust_high_without_drift_and_streams_scores() {
             score(&t),
             t["trust"]
         );
+        // Latencies were recorded as 800-1199 µs.
+        let p99 = m["operations"]["latency_p99_ms"].as_f64().unwrap();
+        assert!((1.0..=1.25).contains(&p99), "p99 {p99} ms");
         assert_eq!(t["revision"], "p1-l0");
     }
 
