@@ -24,6 +24,9 @@ pub struct Config {
     pub mongo_database: String,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// PEM certificate chain and private key: both set turns TLS on for gRPC ingest.
+    pub grpc_tls_cert: Option<PathBuf>,
+    pub grpc_tls_key: Option<PathBuf>,
     /// Largest gRPC message accepted (after decompression); larger gets RESOURCE_EXHAUSTED.
     pub max_message_bytes: usize,
     pub limits: Limits,
@@ -95,6 +98,8 @@ impl Default for Config {
             http_addr: DEFAULT_HTTP_ADDR
                 .parse()
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7080))),
+            grpc_tls_cert: None,
+            grpc_tls_key: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             limits: Limits::default(),
             retention: Retention::default(),
@@ -125,6 +130,12 @@ pub struct Overrides {
     /// HTTP listen address (health, metrics, REST API).
     #[arg(long, env = "NEUROCLOAK_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// PEM certificate chain for gRPC TLS (with --grpc-tls-key).
+    #[arg(long, env = "NEUROCLOAK_GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key for gRPC TLS (with --grpc-tls-cert).
+    #[arg(long, env = "NEUROCLOAK_GRPC_TLS_KEY")]
+    pub grpc_tls_key: Option<PathBuf>,
     /// Largest accepted gRPC message in bytes.
     #[arg(long, env = "NEUROCLOAK_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -164,6 +175,12 @@ impl Config {
         set!(c.mongo_database, o.mongo_database);
         set!(c.grpc_addr, o.grpc_addr);
         set!(c.http_addr, o.http_addr);
+        if o.grpc_tls_cert.is_some() {
+            c.grpc_tls_cert = o.grpc_tls_cert.clone();
+        }
+        if o.grpc_tls_key.is_some() {
+            c.grpc_tls_key = o.grpc_tls_key.clone();
+        }
         set!(c.max_message_bytes, o.max_message_bytes);
         set!(c.jobs.enabled, o.jobs_enabled);
         set!(c.jobs.lease_ms, o.jobs_lease_ms);
@@ -181,6 +198,11 @@ impl Config {
     }
 
     fn check(&self) -> Result<()> {
+        if self.grpc_tls_cert.is_some() != self.grpc_tls_key.is_some() {
+            return Err(Error::Config(
+                "grpc_tls_cert and grpc_tls_key go together".into(),
+            ));
+        }
         if self.max_message_bytes < 1024 {
             return Err(Error::Config(
                 "max_message_bytes must be at least 1024".into(),

@@ -102,13 +102,20 @@ impl Server {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<IngestServiceServer<Ingest>>().await;
         let m = Arc::clone(&metrics);
-        let grpc_server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = grpc_tls(&config)? {
+            builder = builder.tls_config(tls)?;
+        }
+        let grpc_server = builder
             .layer(tower::util::MapResponseLayer::new(move |res| {
                 oversized_as_resource_exhausted(&m, res)
             }))
             .add_service(health_service)
             .add_service(ingest)
-            .add_service(crate::pipeline::query_server(&pipeline, config.max_message_bytes));
+            .add_service(crate::pipeline::query_server(
+                &pipeline,
+                config.max_message_bytes,
+            ));
         let api = router(ApiState {
             store: Arc::clone(&store),
             auth: Authenticator::new(Arc::clone(&store)),
@@ -143,6 +150,20 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The gRPC TLS settings when a certificate and key are configured.
+fn grpc_tls(config: &Config) -> Result<Option<tonic::transport::ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.grpc_tls_cert, &config.grpc_tls_key) else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| crate::Error::Config(format!("{}: {e}", p.display())))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+    Ok(Some(
+        tonic::transport::ServerTlsConfig::new().identity(identity),
+    ))
 }
 
 /// tonic answers an over-limit message with OUT_OF_RANGE; gRPC's convention (and what agents
