@@ -134,8 +134,16 @@ fn invalid_outcomes_are_counted() {
     for p in &bad {
         m.log(&[("x", 1.0.into())], p).unwrap();
     }
+    // A bad prediction with bad scores is one bad value, so the window stays valid.
+    let both = Prediction {
+        prediction: Value::Text("maybe"),
+        scores: &[f64::NAN],
+        ..Prediction::default()
+    };
+    m.log(&[("x", 1.0.into())], &both).unwrap();
     let w = common::flushed(&m, &sink);
-    assert_eq!(w.prediction.as_ref().unwrap().counters.type_mismatch, 3);
+    let pc = w.prediction.as_ref().unwrap().counters;
+    assert_eq!((pc.count, pc.type_mismatch), (4, 4));
     assert_eq!(w.label.as_ref().unwrap().counters.type_mismatch, 1);
     let cls = w.outcomes.unwrap().classification.unwrap();
     assert_eq!(cls.predicted, vec![0, 1]);

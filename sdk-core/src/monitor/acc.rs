@@ -694,6 +694,7 @@ impl WindowAcc {
         let layout = &*self.layout;
         self.rows += 1;
         let mut buf = [0.0; 2];
+        let issues_before = self.prediction.counters().issues();
         let predicted = self.prediction.record(settings, p.prediction);
         let label = if p.label == Value::Missing {
             None
@@ -703,7 +704,12 @@ impl WindowAcc {
         let scores = match settings.scores(p.scores, &mut buf) {
             Ok(sc) => sc,
             Err(()) => {
-                self.prediction.counters().type_mismatch += 1;
+                // One issue per value keeps `issues <= count`: a row whose prediction was already
+                // counted as bad is not counted twice.
+                let c = self.prediction.counters();
+                if c.issues() == issues_before {
+                    c.type_mismatch += 1;
+                }
                 &[]
             }
         };

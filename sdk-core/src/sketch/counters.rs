@@ -22,6 +22,11 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Values counted as missing, NaN, ±inf or type mismatch (at most `count`).
+    pub fn issues(&self) -> u64 {
+        self.missing + self.nan + self.pos_inf + self.neg_inf + self.type_mismatch
+    }
+
     /// Adds another column's counters.
     pub fn merge(&mut self, o: &Counters) {
         self.count += o.count;
