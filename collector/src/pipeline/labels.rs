@@ -111,13 +111,22 @@ pub async fn absorb(docs: &SharedEvalStore, part: &LabelPart) -> Result<Absorbed
     Ok(out)
 }
 
+/// What indexing a window's prediction records did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Indexed {
+    /// Ids new to the index (a re-evaluation finds them there already).
+    pub new: u64,
+    /// Records whose id is empty or longer than [`MAX_ID_LEN`]: no label can ever join them.
+    pub unjoinable: u64,
+}
+
 /// Records which window each prediction id belongs to, so later labels find it.
 pub async fn index_predictions(
     docs: &SharedEvalStore,
     key: &ModelKey,
     window_start_ms: i64,
     profile: &WindowProfile,
-) -> Result<u64> {
+) -> Result<Indexed> {
     let scope = version_scope(key);
     let index: Vec<Doc> = profile
         .predictions
@@ -133,11 +142,14 @@ pub async fn index_predictions(
             body: "{}".into(),
         })
         .collect();
-    let mut n = 0;
+    let mut new = 0;
     for chunk in index.chunks(5_000) {
-        n += docs.insert_many(Coll::Predictions, chunk).await?;
+        new += docs.insert_many(Coll::Predictions, chunk).await?;
     }
-    Ok(n)
+    Ok(Indexed {
+        new,
+        unjoinable: (profile.predictions.len() - index.len()) as u64,
+    })
 }
 
 /// Looks up the labels of `profile`'s prediction records and adds them to its outcomes;

@@ -356,7 +356,15 @@ impl Runner {
         };
         // Index before joining: a label stored after the join then finds this window and
         // triggers a re-evaluation; one stored before is joined now.
-        labels::index_predictions(&p.docs, key, start_ms, &merged).await?;
+        let first = records::get_trust(&p.docs, key, start_ms).await?.is_none();
+        let indexed = labels::index_predictions(&p.docs, key, start_ms, &merged).await?;
+        if first && indexed.unjoinable > 0 {
+            // Counted once, at the window's first evaluation.
+            p.metrics
+                .rejects
+                .with_label_values(&["prediction_id_unjoinable"])
+                .inc_by(indexed.unjoinable);
+        }
         let mut inputs = EvalInputs {
             parts,
             joined_labels: labels::join(&p.docs, key, &mut merged).await?,
