@@ -124,3 +124,46 @@ proptest! {
         prop_assert!(WindowProfile::from_proto(&back).is_ok());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Columnar batches with any numbers, arbitrary bytes as UTF-8 data, nulls and negative
+    /// dictionary codes: recorded without error, shipped window valid, every row counted.
+    #[test]
+    fn any_batches_give_a_valid_window(
+        xs in proptest::collection::vec(any::<f64>(), 1..200),
+        bytes in proptest::collection::vec(any::<u8>(), 0..400),
+        codes_seed in any::<u64>(),
+        validity in proptest::collection::vec(any::<u8>(), 25),
+    ) {
+        use neurocloak_core::{Batch, Column, ColumnData};
+        let n = xs.len();
+        // Non-decreasing offsets into arbitrary bytes (possibly cutting characters in half).
+        let offsets: Vec<i32> = (0..=n).map(|i| (i * bytes.len() / n) as i32).collect();
+        let codes: Vec<i32> = (0..n).map(|i| ((codes_seed >> (i % 60)) & 3) as i32 - 1).collect();
+        let ints: Vec<i64> = xs.iter().map(|x| x.to_bits() as i64).collect();
+        let flags: Vec<bool> = xs.iter().map(|x| x.is_sign_negative()).collect();
+        let preds: Vec<f64> = xs.iter().map(|x| x.abs() % 3.0).collect();
+        let (m, sink) = common::monitor(|c| c.sensitive = vec!["d".into()]);
+        let batch = Batch {
+            features: vec![
+                Column { name: "x", data: ColumnData::F64(&xs), validity: Some(&validity) },
+                Column::new("i", ColumnData::I64(&ints)),
+                Column::new("u", ColumnData::Utf8 { offsets: &offsets, data: &bytes }),
+                Column::new("d", ColumnData::Dictionary { codes: &codes, values: &["p", "q", "r"] }),
+                Column::new("b", ColumnData::Bool(&flags)),
+            ],
+            predictions: Some(ColumnData::F64(&preds)),
+            labels: Some(ColumnData::Bool(&flags)),
+            ..Batch::default()
+        };
+        m.log_batch(&batch).unwrap();
+        m.log_batch(&batch).unwrap();
+        let w = common::flushed(&m, &sink);
+        prop_assert_eq!(w.rows, 2 * n as u64);
+        for col in w.features.values() {
+            prop_assert_eq!(col.counters.count, 2 * n as u64);
+        }
+    }
+}
