@@ -23,8 +23,14 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_on(None)
+}
+
+/// A collector on `storage` (a MongoDB URI), or on SQLite in the temporary directory.
+fn setup_on(storage: Option<String>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let storage = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    let storage =
+        storage.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("db.sqlite").display()));
     let boot = common::admin(&[
         "bootstrap",
         "--org",
@@ -288,7 +294,16 @@ async fn fairness_regression_in_one_group_is_caught_by_disparate_impact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_labels_change_performance_of_their_window_only() {
-    let s = setup();
+    late_labels(&setup()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_labels_join_on_mongodb_too() {
+    let db = common::FerretDb::start();
+    late_labels(&setup_on(Some(db.uri()))).await;
+}
+
+async fn late_labels(s: &Setup) {
     let model = "late";
     let reference = reference(model, "v1");
     let edges = reference.edges();
@@ -407,7 +422,16 @@ async fn receiver() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_rule_fires_and_a_real_webhook_gets_a_signed_notification() {
-    let s = setup();
+    alert_flow(&setup()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_flow_works_on_mongodb_too() {
+    let db = common::FerretDb::start();
+    alert_flow(&setup_on(Some(db.uri()))).await;
+}
+
+async fn alert_flow(s: &Setup) {
     let (hook, mut received) = receiver().await;
     let secret = "0123456789abcdef-signing";
     let base = format!("/api/v1/projects/{PROJECT}");
