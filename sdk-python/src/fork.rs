@@ -22,9 +22,11 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 /// How often a parked caller looks again; forks are rare and short.
 const POLL: Duration = Duration::from_micros(200);
 
+/// Returns with the GIL held and the gate open. The check repeats after the GIL comes back:
+/// another fork may have closed the gate while this thread was waiting for the GIL.
 #[inline]
 pub fn pass(py: Python<'_>) {
-    if CLOSED.load(Ordering::SeqCst) {
+    while CLOSED.load(Ordering::SeqCst) {
         py.detach(|| {
             while CLOSED.load(Ordering::SeqCst) {
                 std::thread::sleep(POLL);
