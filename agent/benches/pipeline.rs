@@ -26,6 +26,7 @@ use tonic::{Request, Response, Status};
 
 const STREAMS: u64 = 8;
 const WINDOWS: u64 = 50;
+static ROUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct AckingCollector;
 
@@ -87,7 +88,8 @@ async fn start(dir: &std::path::Path) -> RunningAgent {
         tonic::transport::Server::builder()
             .add_service(
                 IngestServiceServer::new(AckingCollector)
-                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                    .max_decoding_message_size(256 << 20),
             )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
     );
@@ -134,6 +136,11 @@ async fn round(agent: &RunningAgent, template: &WindowProfile, round: u64) -> Du
         t.await.unwrap();
     }
     while agent.queue_stats().forwarded < before + STREAMS * WINDOWS {
+        let s = agent.queue_stats();
+        assert!(
+            t.elapsed() < Duration::from_secs(120) && s.dropped_total() == 0,
+            "not forwarded: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     t.elapsed()
@@ -157,11 +164,11 @@ fn bench(c: &mut Criterion) {
             prost::Message::encoded_len(&template)
         ),
         |b| {
-            let mut n = 0;
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    n += 1;
+                    // Fresh SDK instances every round: the agent would rightly drop repeats.
+                    let n = ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     total += rt.block_on(round(&agent, &template, n));
                 }
                 total

@@ -52,8 +52,14 @@ fn bind_uds(path: &str) -> Result<tokio::net::UnixListener, AgentError> {
     if std::os::unix::net::UnixStream::connect(&p).is_err() {
         let _ = std::fs::remove_file(&p);
     }
-    tokio::net::UnixListener::bind(&p)
-        .map_err(|e| AgentError::Serve(format!("binding {}: {e}", p.display())))
+    let listener = tokio::net::UnixListener::bind(&p)
+        .map_err(|e| AgentError::Serve(format!("binding {}: {e}", p.display())))?;
+    // The model container usually runs as another user: anyone who can reach the socket's
+    // directory (a pod-private volume) may push.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| AgentError::Serve(format!("chmod {}: {e}", p.display())))?;
+    Ok(listener)
 }
 
 impl RunningAgent {

@@ -164,6 +164,9 @@ struct Entry {
 struct SegMeta {
     path: PathBuf,
     bytes: u64,
+    /// Highest record id in the file. Names only order segments: after a torn tail, ids can be
+    /// handed out again, so a name says nothing about which ids a file holds.
+    max_id: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -310,6 +313,7 @@ impl DiskQueue {
                 repaired = true;
             }
             let torn_here = scan.torn_tail_bytes > 0;
+            let max_id = scan.records.iter().map(|f| f.record.id).max();
             for found in scan.records {
                 let r = found.record;
                 self.next_id = self.next_id.max(r.id + 1);
@@ -319,20 +323,11 @@ impl DiskQueue {
                 // A torn tail followed by more records shows up as an id gap below.
                 torn_at_end = false;
                 if r.id > expected {
-                    // Ids are dense, so a gap between intact records is what damage destroyed.
-                    let known: u64 = self
-                        .lost
-                        .iter()
-                        .map(|l| r.id.min(l.to).saturating_sub(expected.max(l.from)))
-                        .sum();
-                    self.count_lost(DropReason::Corrupt, (r.id - expected).saturating_sub(known));
-                    if known < r.id - expected {
-                        self.lost.push(LostRange {
-                            from: expected,
-                            to: r.id,
-                        });
-                        repaired = true;
-                    }
+                    // Ids are dense, so a gap between intact records is what damage destroyed;
+                    // only the part of it not already counted at an earlier start counts.
+                    let new = self.add_lost(expected, r.id);
+                    self.count_lost(DropReason::Corrupt, new);
+                    repaired |= new > 0;
                 }
                 expected = expected.max(r.id + 1);
                 self.note_seen(&r.sdk_instance, r.sequence, r.arrival_ms);
@@ -354,6 +349,7 @@ impl DiskQueue {
                 SegMeta {
                     path,
                     bytes: buf.len() as u64,
+                    max_id,
                 },
             );
         }
@@ -377,11 +373,7 @@ impl DiskQueue {
             .max(lost.unwrap_or(0));
         if self.next_id > expected && (torn_at_end || referenced.is_some_and(|r| r > expected)) {
             // Ids skipped here belong to a torn or damaged tail already counted above.
-            self.lost.push(LostRange {
-                from: expected,
-                to: self.next_id,
-            });
-            repaired = true;
+            repaired |= self.add_lost(expected, self.next_id) > 0;
         }
         if self.pending.front().is_some_and(|e| e.id > self.cursor) || repaired {
             // Remember lost ids so a restart does not count the same gap again.
@@ -392,6 +384,27 @@ impl DiskQueue {
         self.delete_acked_segments();
         self.refresh_stats();
         Ok(())
+    }
+
+    /// Records `[from, to)` as lost; returns how many of those ids were not known lost before.
+    fn add_lost(&mut self, from: u64, to: u64) -> u64 {
+        let known: u64 = self
+            .lost
+            .iter()
+            .map(|l| to.min(l.to).saturating_sub(from.max(l.from)))
+            .sum();
+        self.lost.push(LostRange { from, to });
+        // Keep the ranges disjoint so the overlap sum above stays exact.
+        self.lost.sort_by_key(|l| l.from);
+        let mut merged: Vec<LostRange> = Vec::with_capacity(self.lost.len());
+        for l in self.lost.drain(..) {
+            match merged.last_mut() {
+                Some(m) if l.from <= m.to => m.to = m.to.max(l.to),
+                _ => merged.push(l),
+            }
+        }
+        self.lost = merged;
+        (to - from).saturating_sub(known)
     }
 
     fn count_lost(&mut self, reason: DropReason, n: u64) {
@@ -426,10 +439,7 @@ impl DiskQueue {
         now_ms: i64,
     ) -> Result<Vec<Appended>, AgentError> {
         let mut out = Vec::with_capacity(records.len());
-        let mut frames = Vec::new();
-        let mut entries = Vec::new();
-        self.rotate_if_full()?;
-        let (seg_first, base) = self.active_segment()?;
+        let mut fresh = Vec::with_capacity(records.len());
         for r in records {
             if self.is_duplicate(&r.sdk_instance, r.sequence) {
                 self.stats.duplicates += 1;
@@ -439,6 +449,17 @@ impl DiskQueue {
             self.note_seen(&r.sdk_instance, r.sequence, now_ms);
             let id = self.next_id;
             self.next_id += 1;
+            out.push(Appended::Stored(id));
+            fresh.push((id, r));
+        }
+        let Some(&(last_id, _)) = fresh.last() else {
+            return Ok(out);
+        };
+        self.rotate_if_full()?;
+        let (seg_first, base) = self.active_segment()?;
+        let mut frames = Vec::new();
+        let mut entries = Vec::with_capacity(fresh.len());
+        for (id, r) in fresh {
             let ready_ms = ready_at(&r.item, now_ms, self.cfg.merge_grace_ms);
             let framed = segment::frame(&StoredRecord {
                 id,
@@ -456,10 +477,6 @@ impl DiskQueue {
                 len: framed.len() as u64,
             });
             frames.extend_from_slice(&framed);
-            out.push(Appended::Stored(id));
-        }
-        if frames.is_empty() {
-            return Ok(out);
         }
         let path = segment::segment_path(&self.cfg.dir, seg_first);
         let fsync = self.cfg.fsync;
@@ -472,6 +489,7 @@ impl DiskQueue {
         }
         if let Some(m) = self.segments.get_mut(&seg_first) {
             m.bytes += frames.len() as u64;
+            m.max_id = Some(m.max_id.map_or(last_id, |x| x.max(last_id)));
         }
         self.stats.received += entries.len() as u64;
         for e in entries {
@@ -500,21 +518,31 @@ impl DiskQueue {
     }
 
     /// A fresh segment per process start: never append after a possibly torn tail.
+    /// (Stale empty segments of earlier runs are deleted as acknowledged.)
     fn active_segment(&mut self) -> Result<(u64, u64), AgentError> {
         if let Some((first, _)) = &self.active {
             let bytes = self.segments.get(first).map_or(0, |m| m.bytes);
             return Ok((*first, bytes));
         }
-        let first = self.next_id;
+        // Named after the id space position but always after every existing segment, so the
+        // name order is the write order and no file is ever reopened for writing.
+        let after_last = self.segments.keys().next_back().map_or(0, |k| k + 1);
+        let first = self.next_id.max(after_last);
         let path = segment::segment_path(&self.cfg.dir, first);
         let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .write(true)
             .open(&path)
             .map_err(|e| io("creating", &path, e))?;
         sync_dir(&self.cfg.dir)?;
-        self.segments.insert(first, SegMeta { path, bytes: 0 });
+        self.segments.insert(
+            first,
+            SegMeta {
+                path,
+                bytes: 0,
+                max_id: None,
+            },
+        );
         self.active = Some((first, file));
         Ok((first, 0))
     }
@@ -531,27 +559,23 @@ impl DiskQueue {
                 break;
             }
             capped = true;
-            let next_first = self
-                .segments
-                .range(oldest + 1..)
-                .next()
-                .map_or(self.next_id, |(k, _)| *k);
             let mut dropped = 0;
-            while self.pending.front().is_some_and(|e| e.id < next_first) {
-                if let Some(e) = self.pending.pop_front() {
-                    self.stats.queued_bytes -= e.len;
+            self.pending.retain(|e| {
+                if e.segment == oldest {
                     dropped += 1;
+                    false
+                } else {
+                    true
                 }
-            }
+            });
+            self.stats.queued_bytes = self.pending.iter().map(|e| e.len).sum();
             self.count_drop(DropReason::DiskCap, dropped);
-            self.cursor = self.cursor.max(next_first);
-            if self
-                .inflight
-                .as_ref()
-                .is_some_and(|f| f.first_id < next_first)
-            {
-                // Part of the batch in flight is gone; its ack (if any) no longer counts.
-                self.inflight = None;
+            if let Some(max) = self.segments.get(&oldest).and_then(|m| m.max_id) {
+                self.cursor = self.cursor.max(max + 1);
+                if self.inflight.as_ref().is_some_and(|f| f.first_id <= max) {
+                    // Part of the batch in flight is gone; its ack (if any) no longer counts.
+                    self.inflight = None;
+                }
             }
             if let Some(m) = self.segments.remove(&oldest) {
                 let _ = fs::remove_file(&m.path);
@@ -566,17 +590,14 @@ impl DiskQueue {
 
     fn delete_acked_segments(&mut self) {
         let active = self.active.as_ref().map(|(f, _)| *f);
-        loop {
-            let mut it = self.segments.iter();
-            let Some((&first, _)) = it.next() else { return };
-            let next_first = it.next().map(|(k, _)| *k);
-            let fully_acked = match next_first {
-                Some(n) => n <= self.cursor,
-                None => false,
-            };
-            if !fully_acked || Some(first) == active {
-                return;
-            }
+        let cursor = self.cursor;
+        let done: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(first, m)| Some(**first) != active && m.max_id.is_none_or(|x| x < cursor))
+            .map(|(first, _)| *first)
+            .collect();
+        for first in done {
             if let Some(m) = self.segments.remove(&first) {
                 let _ = fs::remove_file(&m.path);
             }

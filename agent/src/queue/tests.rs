@@ -493,3 +493,53 @@ fn regression_damage_then_append_then_crash() {
         Op::Crash,
     ]);
 }
+
+#[test]
+fn regression_reused_ids_inside_a_lost_range() {
+    use Op::*;
+    run_ops(vec![
+        Append(1),
+        Append(3),
+        Forward(2),
+        Append(1),
+        Append(1),
+        Append(4),
+        Forward(2),
+        Forward(3),
+        Forward(1),
+        Damage(0),
+        TornAppend(3, 0),
+        Damage(6664439345867587473),
+        Damage(1496622183026178103),
+        TornAppend(2, 0),
+        Damage(7001196144832943965),
+        Append(2),
+        Append(2),
+        Damage(1553951953364120115),
+    ]);
+}
+
+#[test]
+fn regression_damage_after_id_reuse() {
+    use Op::*;
+    run_ops(vec![
+        Append(1),
+        Append(1),
+        SendNoAck(2),
+        Append(3),
+        Crash,
+        Retry,
+        Forward(1),
+        Damage(677002389159364403),
+        Append(2),
+        SendNoAck(1),
+        Forward(1),
+        Damage(8399307550120634562),
+    ]);
+}
+
+#[test]
+fn regression_two_torn_appends() {
+    use Op::*;
+    run_ops(vec![TornAppend(2, 0), TornAppend(1, 0)]);
+}
