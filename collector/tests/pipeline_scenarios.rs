@@ -529,7 +529,7 @@ async fn alert_flow(s: &Setup) {
         x2_shift: 1.0,
         ..Traffic::stable(2)
     };
-    let starts = push_windows(&s, "alerted", &[Traffic::stable(1), shifted]).await;
+    let starts = push_windows(s, "alerted", &[Traffic::stable(1), shifted]).await;
     wait_trust(h, &s.key, "alerted", "v1", starts[1], WAIT, |_| true);
 
     let (headers, body) = tokio::time::timeout(WAIT, received.recv())
