@@ -517,3 +517,60 @@ fn featureless_rows_do_not_fix_an_empty_schema() {
     assert_eq!(w.rows, 2);
     assert_eq!(w.features["x"].counters.count, 1);
 }
+
+/// Counts near u64::MAX pass validation; merging two such parts saturates (or, for KLL whose
+/// weights must add up exactly, refuses) instead of overflowing.
+#[test]
+fn merging_huge_counts_does_not_overflow() {
+    let (m, sink) = common::monitor(|_| {});
+    m.log(
+        &[("x", 1.0.into())],
+        &Prediction {
+            prediction: 1.0.into(),
+            label: 1.0.into(),
+            ..Prediction::default()
+        },
+    )
+    .unwrap();
+    let mut p = common::flushed(&m, &sink).to_proto();
+    p.rows = u64::MAX - 1;
+    p.errors = u64::MAX;
+    let col = p.features.get_mut("x").unwrap();
+    col.counters.as_mut().unwrap().count = u64::MAX;
+    col.numeric.as_mut().unwrap().moments.as_mut().unwrap().n = u64::MAX;
+    let cls = p
+        .outcomes
+        .as_mut()
+        .unwrap()
+        .classification
+        .as_mut()
+        .unwrap();
+    cls.confusion[3] = u64::MAX;
+    let merged = neurocloak_core::merge_parts(&[p.clone(), p.clone()]).unwrap();
+    assert_eq!(merged.rows, u64::MAX);
+    assert_eq!(
+        merged.features["x"].counters.as_ref().unwrap().count,
+        u64::MAX
+    );
+    let mut k = p.clone();
+    let kll = k
+        .features
+        .get_mut("x")
+        .unwrap()
+        .numeric
+        .as_mut()
+        .unwrap()
+        .kll
+        .as_mut()
+        .unwrap();
+    kll.levels = vec![neurocloak_proto::KllLevel::default(); 61];
+    kll.levels[60].items = vec![1.0];
+    kll.n = 1 << 60;
+    kll.min = 1.0;
+    kll.max = 1.0;
+    let parts: Vec<_> = std::iter::repeat_n(k, 16).collect();
+    assert!(
+        neurocloak_core::merge_parts(&parts).is_err(),
+        "KLL weight overflow is refused"
+    );
+}

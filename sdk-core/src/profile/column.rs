@@ -67,8 +67,9 @@ impl ColumnProfile {
     /// type mismatches so nothing disappears silently.
     pub fn merge(&mut self, o: &ColumnProfile) -> crate::Result<()> {
         if o.kind != self.kind {
-            self.counters.count += o.counters.count;
-            self.counters.type_mismatch += o.counters.count;
+            let c = &mut self.counters;
+            c.count = c.count.saturating_add(o.counters.count);
+            c.type_mismatch = c.type_mismatch.saturating_add(o.counters.count);
             return Ok(());
         }
         self.counters.merge(&o.counters);

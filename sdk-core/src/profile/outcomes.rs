@@ -107,8 +107,8 @@ impl ClassificationOutcomes {
             }
         }
         self.log_loss_sum += o.log_loss_sum;
-        self.scored += o.scored;
-        self.labelled += o.labelled;
+        self.scored = self.scored.saturating_add(o.scored);
+        self.labelled = self.labelled.saturating_add(o.labelled);
         Ok(())
     }
 
@@ -161,7 +161,7 @@ impl ClassificationOutcomes {
 
 fn add(a: &mut [u64], b: &[u64]) {
     for (x, y) in a.iter_mut().zip(b) {
-        *x += y;
+        *x = x.saturating_add(*y);
     }
 }
 
@@ -201,11 +201,11 @@ impl RegressionOutcomes {
 
     /// Adds another part's sums.
     pub fn merge(&mut self, o: &Self) {
-        self.labelled += o.labelled;
+        self.labelled = self.labelled.saturating_add(o.labelled);
         self.sum_abs_error += o.sum_abs_error;
         self.sum_sq_error += o.sum_sq_error;
         self.sum_abs_pct_error += o.sum_abs_pct_error;
-        self.pct_count += o.pct_count;
+        self.pct_count = self.pct_count.saturating_add(o.pct_count);
         self.sum_label += o.sum_label;
         self.sum_label_sq += o.sum_label_sq;
     }

@@ -97,7 +97,7 @@ impl Reservoir {
         let want = (self.capacity as u64).min(total) as usize;
         let mut out = Vec::with_capacity(want);
         while out.len() < want && !(a.is_empty() && b.is_empty()) {
-            let from_a = !a.is_empty() && (b.is_empty() || rng.below(ra + rb) < ra);
+            let from_a = !a.is_empty() && (b.is_empty() || rng.below(ra.saturating_add(rb)) < ra);
             let side = if from_a { &mut a } else { &mut b };
             let i = rng.below(side.len() as u64) as usize;
             out.push(side.swap_remove(i));

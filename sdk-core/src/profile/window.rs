@@ -114,7 +114,7 @@ impl WindowProfile {
             )));
         }
         self.merge_schema(&o.schema);
-        self.rows += o.rows;
+        self.rows = self.rows.saturating_add(o.rows);
         for (name, col) in &o.features {
             match self.features.get_mut(name) {
                 Some(c) => c.merge(col)?,
@@ -128,16 +128,18 @@ impl WindowProfile {
         merge_opt(&mut self.outcomes, &o.outcomes, |a, b| a.merge(b))?;
         for (key, g) in &o.groups {
             let mine = self.groups.entry(key.clone()).or_default();
-            mine.count += g.count;
+            mine.count = mine.count.saturating_add(g.count);
             mine.outcomes.merge(&g.outcomes)?;
         }
         merge_opt(&mut self.latency, &o.latency, |a, b| a.merge(b))?;
-        self.errors += o.errors;
+        self.errors = self.errors.saturating_add(o.errors);
         merge_opt(&mut self.reservoir, &o.reservoir, |a, b| a.merge(b))?;
         self.hash_sampled.extend(o.hash_sampled.iter().cloned());
         self.predictions.extend(o.predictions.iter().cloned());
-        self.predictions_dropped += o.predictions_dropped;
-        self.extra_features += o.extra_features;
+        self.predictions_dropped = self
+            .predictions_dropped
+            .saturating_add(o.predictions_dropped);
+        self.extra_features = self.extra_features.saturating_add(o.extra_features);
         self.parts = self.parts.saturating_add(o.parts);
         Ok(())
     }

@@ -73,7 +73,7 @@ impl FixedBins {
             ));
         }
         for (a, b) in self.counts.iter_mut().zip(&o.counts) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
         Ok(())
     }

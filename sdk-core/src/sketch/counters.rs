@@ -29,13 +29,13 @@ impl Counters {
 
     /// Adds another column's counters.
     pub fn merge(&mut self, o: &Counters) {
-        self.count += o.count;
-        self.missing += o.missing;
-        self.nan += o.nan;
-        self.pos_inf += o.pos_inf;
-        self.neg_inf += o.neg_inf;
-        self.type_mismatch += o.type_mismatch;
-        self.truncated += o.truncated;
+        self.count = self.count.saturating_add(o.count);
+        self.missing = self.missing.saturating_add(o.missing);
+        self.nan = self.nan.saturating_add(o.nan);
+        self.pos_inf = self.pos_inf.saturating_add(o.pos_inf);
+        self.neg_inf = self.neg_inf.saturating_add(o.neg_inf);
+        self.type_mismatch = self.type_mismatch.saturating_add(o.type_mismatch);
+        self.truncated = self.truncated.saturating_add(o.truncated);
     }
 
     /// Encodes to the wire type.

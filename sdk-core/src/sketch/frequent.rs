@@ -76,7 +76,7 @@ impl FrequentItems {
     /// feed a HyperLogLog hash once).
     #[inline]
     pub fn update_hashed(&mut self, value: &str, hash: u64, weight: u64) {
-        self.total += weight;
+        self.total = self.total.saturating_add(weight);
         self.add(value, hash, weight);
     }
 
@@ -86,7 +86,8 @@ impl FrequentItems {
             .table
             .find(hash, |&i| short_eq(&entries[i as usize].value, value))
         {
-            entries[i as usize].count += weight;
+            let e = &mut entries[i as usize];
+            e.count = e.count.saturating_add(weight);
             return;
         }
         let idx = entries.len() as u32;
@@ -119,7 +120,7 @@ impl FrequentItems {
         if t == 0 {
             return;
         }
-        self.max_error += t;
+        self.max_error = self.max_error.saturating_add(t);
         self.entries.retain_mut(|e| {
             e.count = e.count.saturating_sub(t);
             e.count > 0
@@ -170,8 +171,8 @@ impl FrequentItems {
                 self.capacity, o.capacity
             )));
         }
-        self.total += o.total;
-        self.max_error += o.max_error;
+        self.total = self.total.saturating_add(o.total);
+        self.max_error = self.max_error.saturating_add(o.max_error);
         for e in &o.entries {
             self.add(&e.value, e.hash, e.count);
         }

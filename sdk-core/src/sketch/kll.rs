@@ -295,6 +295,11 @@ impl Kll {
         if o.n == 0 {
             return Ok(());
         }
+        let Some(n) = self.n.checked_add(o.n) else {
+            return Err(crate::CoreError::Incompatible(
+                "KLL item counts overflow u64".into(),
+            ));
+        };
         while self.levels.len() < o.levels.len() {
             self.levels.push(Vec::new());
         }
@@ -307,7 +312,7 @@ impl Kll {
                 mine.sort();
             }
         }
-        self.n += o.n;
+        self.n = n;
         self.retained += o.retained;
         self.min = self.min.min(o.min);
         self.max = self.max.max(o.max);

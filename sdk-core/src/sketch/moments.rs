@@ -138,7 +138,7 @@ impl Moments {
             *self = *o;
             return;
         }
-        let n = self.n + o.n;
+        let n = self.n.saturating_add(o.n);
         let (na, nb, nn) = (self.n as f64, o.n as f64, n as f64);
         let d = o.mean - self.mean;
         // A convex combination cannot overflow even when `d` does; m2 may saturate to +inf for

@@ -52,7 +52,7 @@ impl ScoreHistogram {
     /// Adds another histogram's counts.
     pub fn merge(&mut self, o: &ScoreHistogram) {
         for (a, b) in self.counts.iter_mut().zip(&o.counts) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
     }
 
