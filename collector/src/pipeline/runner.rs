@@ -39,8 +39,10 @@ use crate::{Error, Result};
 /// Arrivals older than the newest one seen by this much are scanned again: parts are stamped
 /// by whichever collector received them and commit in any order.
 const SCAN_SLACK_MS: i64 = 5_000;
-/// Most parts / label batches read per scan query.
-const SCAN_LIMIT: u32 = 2_000;
+/// Most part stubs read per scan query.
+const SCAN_LIMIT: u32 = 5_000;
+/// Most label batches (with their payloads) read per scan query.
+const LABEL_SCAN_LIMIT: u32 = 500;
 
 /// One window that may need (re-)evaluation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -240,43 +242,51 @@ impl Runner {
     }
 
     async fn scan_parts(&mut self) -> Result<()> {
+        // The first page re-reads the slack; later pages of the same pass start at the newest
+        // arrival seen, so a burst larger than a page within the slack is still read through.
+        let mut since = self.parts_cursor_ms - SCAN_SLACK_MS;
         loop {
-            let since = self.parts_cursor_ms - SCAN_SLACK_MS;
             let parts: Vec<PartStub> = self.p.docs.parts_since(since, SCAN_LIMIT).await?;
             let full = parts.len() as u32 == SCAN_LIMIT;
             let mut newest = self.parts_cursor_ms;
-            let mut fresh = 0;
             for part in &parts {
                 newest = newest.max(part.received_ms);
                 if self.first_sight(&format!("w:{}", part.id), part.received_ms) {
-                    fresh += 1;
                     self.enqueue(&part.key, part.window_start_ms, part.window_length_ms);
                 }
             }
+            let advanced = newest > since;
             self.parts_cursor_ms = newest;
-            // A full page of only known parts within the slack would loop forever; the next
-            // pass moves on once newer parts arrive.
-            if !full || fresh == 0 {
+            if !full {
                 break;
             }
+            if !advanced {
+                // More than a page of parts stamped with one millisecond: the rest is read
+                // once later arrivals move the cursor. Counted so it is visible.
+                self.p.metrics.reject("pipeline_scan_page_full");
+                break;
+            }
+            since = newest;
         }
         self.forget_old();
         Ok(())
     }
 
     async fn scan_labels(&mut self) -> Result<()> {
+        let mut since = self.labels_cursor_ms - SCAN_SLACK_MS;
         loop {
-            let since = self.labels_cursor_ms - SCAN_SLACK_MS;
-            let batches = self.p.docs.label_parts_since(since, SCAN_LIMIT).await?;
-            let full = batches.len() as u32 == SCAN_LIMIT;
+            let batches = self
+                .p
+                .docs
+                .label_parts_since(since, LABEL_SCAN_LIMIT)
+                .await?;
+            let full = batches.len() as u32 == LABEL_SCAN_LIMIT;
             let mut newest = self.labels_cursor_ms;
-            let mut fresh = 0;
             for part in &batches {
                 newest = newest.max(part.received_ms);
                 if !self.first_sight(&format!("l:{}", part.id), part.received_ms) {
                     continue;
                 }
-                fresh += 1;
                 let absorbed = match labels::absorb(&self.p.docs, part).await {
                     Ok(a) => a,
                     Err(Error::Corrupt(m)) => {
@@ -298,10 +308,16 @@ impl Runner {
                     self.enqueue(&part.key, start, length);
                 }
             }
+            let advanced = newest > since;
             self.labels_cursor_ms = newest;
-            if !full || fresh == 0 {
+            if !full {
                 break;
             }
+            if !advanced {
+                self.p.metrics.reject("pipeline_scan_page_full");
+                break;
+            }
+            since = newest;
         }
         Ok(())
     }
