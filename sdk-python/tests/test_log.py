@@ -163,3 +163,16 @@ def test_timestamps_accept_numbers_and_datetimes(make_monitor: Make) -> None:
     with pytest.raises(TypeError):
         mon.log(row(), "yes", timestamp="yesterday")
     assert snapshot(mon)["rows"] == 2
+
+
+def test_use_after_shutdown(make_monitor: Make) -> None:
+    from neurocloak.errors import ClosedError
+
+    mon = make_monitor()
+    mon.log(row(), "yes")
+    assert mon.shutdown(1.0) is True
+    assert mon.shutdown(1.0) is True  # idempotent
+    with pytest.raises(ClosedError):
+        mon.log(row(), "yes")
+    with pytest.raises(ClosedError):
+        mon.log_batch({"age": np.zeros(2)}, ["no", "no"])
