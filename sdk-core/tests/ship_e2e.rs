@@ -30,9 +30,20 @@ impl AgentService for Agent {
 
     async fn get_reference_bins(
         &self,
-        _req: Request<ReferenceBinsRequest>,
+        req: Request<ReferenceBinsRequest>,
     ) -> Result<Response<ReferenceBinsResponse>, Status> {
-        Ok(Response::new(ReferenceBinsResponse::default()))
+        // The agent answers with the edges of the last reference pushed for the model.
+        let want = req.into_inner().identity;
+        let got = self.got.lock();
+        let bins = got
+            .iter()
+            .rev()
+            .find_map(|r| match &r.payload {
+                Some(Payload::Reference(p)) if p.identity == want => Some(p.bins.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Ok(Response::new(ReferenceBinsResponse { bins }))
     }
 }
 
@@ -116,6 +127,34 @@ fn monitor_ships_windows_labels_and_reference_to_an_agent() {
     let instances: std::collections::BTreeSet<_> =
         got.iter().map(|r| r.sdk_instance.clone()).collect();
     assert_eq!(instances.len(), 1);
+
+    // Another process of the same model picks the reference's edges up from the agent.
+    let mut cfg = MonitorConfig::new("p", "m", "1");
+    cfg.agent_endpoint = Some(format!("http://{addr}"));
+    let worker = Monitor::new(cfg).unwrap();
+    assert_eq!(
+        worker
+            .fetch_reference_edges(Duration::from_secs(5))
+            .unwrap(),
+        1
+    );
+    worker
+        .log(&[("x", 5.0.into())], &Prediction::default())
+        .unwrap();
+    worker.flush(Duration::from_secs(5)).unwrap();
+    let last = agent.got.lock().last().cloned().unwrap();
+    let Some(Payload::Window(w)) = last.payload else {
+        panic!("expected a window");
+    };
+    let bins = w.features["x"]
+        .numeric
+        .as_ref()
+        .unwrap()
+        .bins
+        .clone()
+        .unwrap();
+    assert_eq!(bins.counts.iter().sum::<u64>(), 1);
+    assert_eq!(bins.edges.len(), 11);
 
     // A short window closes on the shipping thread's tick, without flush and without new rows.
     let mut cfg = MonitorConfig::new("p", "m", "2");

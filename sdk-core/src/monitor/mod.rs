@@ -511,6 +511,21 @@ impl Monitor {
         Ok(())
     }
 
+    /// Asks the agent for the reference's bin edges of this model version and installs them
+    /// (what a worker process does when another process called `set_reference`). Returns how
+    /// many features got edges; windows opened afterwards count exact bins.
+    pub fn fetch_reference_edges(&self, timeout: Duration) -> crate::Result<usize> {
+        let edges = self
+            .inner
+            .sink
+            .reference_edges(&self.inner.settings.identity, timeout)?;
+        let n = edges.len();
+        if n > 0 {
+            self.set_reference_edges(edges)?;
+        }
+        Ok(n)
+    }
+
     /// Records one prediction latency.
     pub fn record_latency(&self, latency: Duration) {
         self.check_fork();

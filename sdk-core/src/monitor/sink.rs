@@ -2,6 +2,7 @@
 //! client) by default, or any other [`Sink`], e.g. [`MemorySink`] to use the SDK without an
 //! agent.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use neurocloak_proto::v1::push_request::Payload;
@@ -37,6 +38,15 @@ pub trait Sink: Send + Sync {
     /// Returns false when it has none; the monitor then runs a small timer thread itself.
     fn set_tick(&self, _period: Duration, _callback: Box<dyn Fn() + Send + Sync>) -> bool {
         false
+    }
+    /// The reference bin edges the destination knows for a model (empty when none). Sinks
+    /// without a way to ask return an empty map.
+    fn reference_edges(
+        &self,
+        _identity: &neurocloak_proto::ModelIdentity,
+        _timeout: Duration,
+    ) -> crate::Result<BTreeMap<String, Vec<f64>>> {
+        Ok(BTreeMap::new())
     }
     /// Called before `fork()`.
     fn before_fork(&self) {}
@@ -77,6 +87,15 @@ impl Sink for Shipper {
     fn set_tick(&self, period: Duration, callback: Box<dyn Fn() + Send + Sync>) -> bool {
         Shipper::set_tick(self, period, callback);
         true
+    }
+    fn reference_edges(
+        &self,
+        identity: &neurocloak_proto::ModelIdentity,
+        timeout: Duration,
+    ) -> crate::Result<BTreeMap<String, Vec<f64>>> {
+        let bins =
+            Shipper::fetch_reference_bins(self, identity.clone(), timeout).map_err(ship_err)?;
+        Ok(bins.into_iter().map(|(k, b)| (k, b.edges)).collect())
     }
     fn before_fork(&self) {
         Shipper::before_fork(self);
