@@ -147,11 +147,11 @@ fn check_identity(id: Option<&ModelIdentity>) -> Result<(), String> {
 }
 
 /// Rejects what the collector could never accept, before it takes space in the queue.
-pub fn validate(req: &PushRequest) -> Result<IngestItem, String> {
+pub fn validate(req: PushRequest) -> Result<NewRecord, String> {
     if req.sdk_instance.is_empty() || req.sdk_instance.len() > 128 {
         return Err("sdk_instance must be 1 to 128 bytes".into());
     }
-    let payload = match req.payload.clone() {
+    let payload = match req.payload {
         None => return Err("push without a payload".into()),
         Some(PushPayload::Window(w)) => {
             check_identity(w.identity.as_ref())?;
@@ -192,24 +192,22 @@ pub fn validate(req: &PushRequest) -> Result<IngestItem, String> {
             ingest_item::Payload::Reference(r)
         }
     };
-    Ok(IngestItem {
-        payload: Some(payload),
+    Ok(NewRecord {
+        sdk_instance: req.sdk_instance,
+        sequence: req.sequence,
+        item: IngestItem {
+            payload: Some(payload),
+        },
     })
 }
 
 #[tonic::async_trait]
 impl AgentService for Receiver {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
-        let req = request.into_inner();
-        let item = validate(&req).map_err(|e| {
+        let record = validate(request.into_inner()).map_err(|e| {
             self.stats.invalid.fetch_add(1, Ordering::Relaxed);
             Status::invalid_argument(e)
         })?;
-        let record = NewRecord {
-            sdk_instance: req.sdk_instance,
-            sequence: req.sequence,
-            item,
-        };
         match self.appender.append(record).await {
             Ok(Appended::Stored(_)) => {
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
