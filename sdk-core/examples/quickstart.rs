@@ -57,7 +57,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let income = 30_000.0 + drift + 40_000.0 * rng.unit();
         let score = rng.unit();
         let id = format!("req-{rows}");
-        let income = if rows.is_multiple_of(500) { f64::NAN } else { income };
+        let income = if rows.is_multiple_of(500) {
+            f64::NAN
+        } else {
+            income
+        };
         monitor.log(
             &[
                 ("income", Value::Number(income)),
