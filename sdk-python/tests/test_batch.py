@@ -149,3 +149,14 @@ def test_log_batch_of_zero_rows(make_monitor: Make) -> None:
     mon = make_monitor()
     assert mon.log_batch(frame(0), np.array([], dtype=object)) == 0
     assert snapshot(mon)["rows"] == 0
+
+
+def test_series_and_index_inputs(make_monitor: Make) -> None:
+    mon = make_monitor(features={"x": "numeric", "c": "categorical"}, task="regression", classes=None)
+    df = pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": pd.Categorical(["a", "b", "a"])})
+    mon.log_batch({"x": df["x"], "c": df["c"]}, pd.Series([0.5, 1.5, 2.5]), labels=pd.Series([1.0, 2.0, 3.0]))
+    snap = snapshot(mon)
+    assert snap["rows"] == 3
+    assert snap["features"]["x"]["mean"] == pytest.approx(2.0)
+    assert snap["features"]["c"]["top"] == [("a", 2), ("b", 1)]
+    assert snap["prediction"]["mean"] == pytest.approx(1.5)

@@ -32,7 +32,8 @@ def _is_pandas_frame(obj: object) -> bool:
 
 
 def _is_pandas_series(obj: object) -> bool:
-    return type(obj).__module__.startswith("pandas") and hasattr(obj, "dtype") and hasattr(obj, "cat")
+    # Not hasattr(obj, "cat"): that accessor raises on non-categorical Series.
+    return type(obj).__module__.startswith("pandas") and type(obj).__name__ == "Series"
 
 
 def _is_arrow_table(obj: object) -> bool:
