@@ -179,10 +179,17 @@ fn walk<'a>(
         },
         Segment::Wildcard => {
             let entries: Vec<(Cow<'a, str>, &'a Value)> = match node {
-                Value::Object(map) => map
-                    .iter()
-                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), v))
-                    .collect(),
+                Value::Object(map) => {
+                    // Sorted, whatever map type serde_json was built with (another crate in the
+                    // build can turn on `preserve_order`): which subjects come first, and so
+                    // which ones a subject cap cuts, must not depend on feature unification.
+                    let mut e: Vec<_> = map
+                        .iter()
+                        .map(|(k, v)| (Cow::Borrowed(k.as_str()), v))
+                        .collect();
+                    e.sort_by(|a, b| a.0.cmp(&b.0));
+                    e
+                }
                 Value::Array(items) => items
                     .iter()
                     .enumerate()
