@@ -771,9 +771,14 @@ impl Inner {
         let tick = move || {
             if let Some(inner) = weak.upgrade() {
                 inner.harvest(false);
+                if Arc::strong_count(&inner) == 1 {
+                    // Every monitor handle went away meanwhile. The final flush in `Inner::drop`
+                    // waits for the shipping thread, so it must not run on that thread.
+                    let _ = std::thread::Builder::new().spawn(move || drop(inner));
+                }
             }
         };
-        if self.sink.set_tick(HARVEST_TICK, Box::new(tick.clone())) {
+        if self.sink.set_tick(HARVEST_TICK, Box::new(tick)) {
             return;
         }
         let weak: Weak<Inner> = Arc::downgrade(me);
@@ -791,8 +796,8 @@ impl Inner {
                 }
             });
         if spawned.is_err() {
-            // Without a thread, windows still close on `flush`, `shutdown` and on the next row
-            // of a later window; try again on the next call.
+            // Without a thread, windows only close on `flush`, `shutdown` or `harvest`; the next
+            // recording call tries again.
             self.harvester.store(false, Ordering::SeqCst);
         }
     }
