@@ -73,3 +73,15 @@ def test_sklearn_estimator_wrapper(make_monitor: Make) -> None:
     snap = snapshot(mon)
     assert snap["rows"] == 50
     assert snap["features"]["a"]["bins"] > 0  # fit() set the reference
+
+
+def test_wrap_of_a_list_of_rows(make_monitor: Make) -> None:
+    mon = make_monitor()
+    wrapped = mon.wrap(lambda rows: ["yes" if r["age"] > 40 else "no" for r in rows])
+    rows = [{"age": 50.0, "income": 1, "city": "a", "member": True}, {"age": 20.0}]
+    assert wrapped(rows) == ["yes", "no"]
+    snap = snapshot(mon)
+    assert snap["rows"] == 2
+    assert snap["latency_count"] == 2
+    with pytest.raises(TypeError, match="cannot record"):
+        mon.wrap(lambda x: x)(42)

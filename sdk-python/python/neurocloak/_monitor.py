@@ -153,9 +153,18 @@ class Monitor(_native.Monitor):
         try:
             rows = len(inputs)  # type: ignore[arg-type]
         except TypeError:
-            self.log_error(latency=latency)
-            return
+            raise TypeError(
+                f"monitor.wrap: cannot record an input of type {type(inputs).__name__}; "
+                "pass a dict (one row), a list of dicts or a table"
+            ) from None
         per_row = latency / rows if rows else latency
+        if isinstance(inputs, (list, tuple)) and all(isinstance(r, Mapping) for r in inputs):
+            outputs = list(result)  # type: ignore[call-overload]
+            if len(outputs) != rows:
+                raise ValueError(f"monitor.wrap: {rows} inputs but {len(outputs)} predictions")
+            for features, prediction in zip(inputs, outputs):
+                self.log(features, prediction, latency=per_row)
+            return
         self.log_batch(inputs, result, latencies=[per_row] * rows)
 
     def probe_robustness(
