@@ -81,7 +81,7 @@ fn sdk_part() -> WindowProfile {
     sink.take_windows().into_iter().next().unwrap()
 }
 
-async fn start(dir: &std::path::Path) -> RunningAgent {
+async fn start(dir: &std::path::Path, fsync: FsyncPolicy) -> RunningAgent {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let collector = l.local_addr().unwrap();
     tokio::spawn(
@@ -98,7 +98,7 @@ async fn start(dir: &std::path::Path) -> RunningAgent {
         tcp_addr: "127.0.0.1:0".into(),
         http_addr: String::new(),
         data_dir: dir.to_path_buf(),
-        fsync: FsyncPolicy::Always,
+        fsync,
         merge_grace_ms: 0,
         linger_ms: 5,
         collector: format!("http://{collector}"),
@@ -153,17 +153,18 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let template = sdk_part();
-    let dir = tempfile::tempdir().unwrap();
-    let agent = rt.block_on(start(dir.path()));
+    let size = prost::Message::encoded_len(&template);
     let mut g = c.benchmark_group("agent");
     g.throughput(Throughput::Elements(STREAMS * WINDOWS));
     g.sample_size(10);
-    g.bench_function(
-        format!(
-            "push_merge_forward_{}B_parts_fsync",
-            prost::Message::encoded_len(&template)
-        ),
-        |b| {
+    // `always` is the default (group commit); `never` shows what durability costs.
+    for (name, fsync) in [
+        ("fsync_always", FsyncPolicy::Always),
+        ("fsync_never", FsyncPolicy::Never),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = rt.block_on(start(dir.path(), fsync));
+        g.bench_function(format!("push_merge_forward_{size}B_parts_{name}"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
@@ -173,17 +174,17 @@ fn bench(c: &mut Criterion) {
                 }
                 total
             })
-        },
-    );
+        });
+        let s = agent.queue_stats();
+        eprintln!(
+            "{name}: forwarded {} parts, queue depth {}, dropped {}",
+            s.forwarded,
+            s.queued,
+            s.dropped_total()
+        );
+        rt.block_on(agent.shutdown(Duration::from_secs(5)));
+    }
     g.finish();
-    let s = agent.queue_stats();
-    eprintln!(
-        "forwarded {} parts, queue depth {}, dropped {}",
-        s.forwarded,
-        s.queued,
-        s.dropped_total()
-    );
-    rt.block_on(agent.shutdown(Duration::from_secs(5)));
 }
 
 criterion_group!(benches, bench);
