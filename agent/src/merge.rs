@@ -96,3 +96,83 @@ fn window_item(w: WindowProfile) -> IngestItem {
         payload: Some(Payload::Window(w)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use neurocloak_proto::v1::{LabelBatch, ModelIdentity, Schema};
+
+    use super::*;
+
+    fn part(model: &str, start: i64, rows: u64) -> StoredRecord {
+        let identity = ModelIdentity {
+            project: "p".into(),
+            model: model.into(),
+            version: "v1".into(),
+            environment: "prod".into(),
+        };
+        let mut w = neurocloak_core::WindowProfile::new(identity, Schema::default(), start, 60_000)
+            .to_proto();
+        w.rows = rows;
+        StoredRecord {
+            item: Some(window_item(w)),
+            ..StoredRecord::default()
+        }
+    }
+
+    fn rows_of(i: &IngestItem) -> (u64, u32) {
+        match &i.payload {
+            Some(Payload::Window(w)) => (w.rows, w.parts),
+            _ => (0, 0),
+        }
+    }
+
+    #[test]
+    fn parts_of_one_window_merge_and_order_is_kept() {
+        let labels = StoredRecord {
+            item: Some(IngestItem {
+                payload: Some(Payload::Labels(LabelBatch::default())),
+            }),
+            ..StoredRecord::default()
+        };
+        let records = vec![
+            part("a", 0, 1),
+            labels,
+            part("b", 0, 10),
+            part("a", 0, 2),
+            part("a", 60_000, 100),
+            part("a", 0, 4),
+        ];
+        let m = merge_batch(&records);
+        let got: Vec<(u64, u32)> = m.items.iter().map(rows_of).collect();
+        // a@0 (three parts merged), labels, b@0, a@60000.
+        assert_eq!(got, vec![(7, 3), (0, 0), (10, 1), (100, 1)]);
+        assert_eq!(m.parts_merged, 2);
+        assert_eq!(m.merge_failures, 0);
+        // The same records always give the same items (a batch re-sent after a restart).
+        assert_eq!(merge_batch(&records).items, m.items);
+    }
+
+    #[test]
+    fn parts_that_do_not_merge_are_forwarded_separately() {
+        let with_reservoir = |rows: u64, capacity: u32| {
+            let mut r = part("a", 0, rows);
+            if let Some(IngestItem {
+                payload: Some(Payload::Window(w)),
+            }) = r.item.as_mut()
+            {
+                w.reservoir = Some(neurocloak_proto::v1::Reservoir {
+                    capacity,
+                    ..Default::default()
+                });
+            }
+            r
+        };
+        // Processes configured with different reservoir sizes cannot merge; neither part may
+        // be lost.
+        let m = merge_batch(&[with_reservoir(1, 10), with_reservoir(2, 20)]);
+        assert_eq!(m.merge_failures, 1);
+        let got: Vec<(u64, u32)> = m.items.iter().map(rows_of).collect();
+        assert_eq!(got, vec![(1, 1), (2, 1)]);
+    }
+}

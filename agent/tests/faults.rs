@@ -281,7 +281,12 @@ fn sigterm_drains_before_exiting() {
         .wait_exit(Duration::from_secs(20))
         .expect("agent exits after drain");
     assert!(status.success(), "{status:?}");
-    assert_exactly_once(&collector.stored_rows(1), windows as usize, &[0, 1]);
+    let stored = collector.stored_rows(1);
+    assert_exactly_once(&stored, windows as usize, &[0, 1]);
+    // Both processes' parts of a window were merged by the agent into one stored part.
+    for (key, parts) in &stored {
+        assert_eq!(parts, &vec![1 + 4], "{key:?}");
+    }
 }
 
 fn agent_now_ms() -> i64 {
