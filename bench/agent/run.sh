@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Agent resource use under a realistic load: a collector (SQLite) and an agent (fsync = always,
+# the default) on loopback, and 8 SDK processes logging ~100 k predictions/s in total through the
+# real Python SDK (release wheel). load.py drives the load, samples the agent's CPU and RSS every
+# second, and checks through the collector's REST API that every logged row arrived; it exits
+# non-zero if any row was lost.
+#
+#   bench/agent/run.sh                                   # 75 s of load, 8 processes, 100 k rows/s
+#   BENCH_DURATION=90 BENCH_RATE=50000 bench/agent/run.sh
+#   bench/agent/run.sh --out /tmp/agent-bench.json       # extra arguments go to load.py
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/env.sh
+
+duration="${BENCH_DURATION:-75}"
+rate="${BENCH_RATE:-100000}"
+processes="${BENCH_PROCESSES:-8}"
+window="${BENCH_WINDOW_SECONDS:-10}"
+
+echo "== building (release binaries and a release wheel in the benchmark's own venv)"
+cargo build --release --quiet -p neurocloak-agent -p neurocloak-collector --bins
+bin="$CARGO_TARGET_DIR/release"
+venv="$NEUROCLOAK_CACHE/agent-bench-venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check numpy==1.26.4 maturin==1.8.1
+wheels="$NEUROCLOAK_CACHE/agent-bench-wheels"
+rm -rf "$wheels"
+"$venv/bin/maturin" build --release --locked --quiet -m sdk-python/Cargo.toml \
+  --interpreter "$venv/bin/python" --out "$wheels"
+"$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheels"/neurocloak-*.whl
+py="$venv/bin/python"
+
+# On the cache's disk rather than /tmp, so that fsync = always pays for a real disk even where
+# /tmp is a tmpfs.
+work="$(mktemp -d "$NEUROCLOAK_CACHE/agent-bench.XXXXXX")"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Waits until a process printed its "listening" line and echoes that line.
+wait_listening() {
+  local log=$1 pattern=$2
+  for _ in $(seq 1 300); do
+    if grep -q "$pattern" "$log" 2>/dev/null; then grep -m1 "$pattern" "$log"; return 0; fi
+    sleep 0.1
+  done
+  echo "timed out waiting for $pattern; log:" >&2; cat "$log" >&2; return 1
+}
+
+echo "== collector (SQLite store in $work/collector)"
+store=(--data-dir "$work/collector")
+"$bin/neurocloak-collector" admin bootstrap --org bench --project bench "${store[@]}" > "$work/bootstrap.json"
+ingest_key=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_key"])' "$work/bootstrap.json")
+"$bin/neurocloak-collector" admin create-key --project bench --name bench-reader --scopes read "${store[@]}" > "$work/reader.json"
+read_key=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_key"])' "$work/reader.json")
+NEUROCLOAK_LOG=warn "$bin/neurocloak-collector" serve "${store[@]}" \
+  --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 > "$work/collector.log" 2>&1 &
+pids+=($!)
+line=$(wait_listening "$work/collector.log" "neurocloak-collector listening")
+grpc=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$line")
+http=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$line")
+
+echo "== agent (fsync = always, queue in $work/agent)"
+NEUROCLOAK_LOG=warn "$bin/neurocloak-agent" --data-dir "$work/agent" --uds-path "$work/agent.sock" \
+  --tcp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --collector "http://$grpc" --api-key "$ingest_key" \
+  > "$work/agent.log" 2>&1 &
+agent=$!
+pids+=($agent)
+line=$(wait_listening "$work/agent.log" "neurocloak-agent listening")
+agent_http=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$line")
+
+echo "== load: $processes SDK processes, $rate rows/s in total, ${duration}s, ${window}s windows"
+status=0
+"$py" bench/agent/load.py --agent "unix://$work/agent.sock" --agent-pid "$agent" \
+  --agent-metrics "http://$agent_http/metrics" --api "http://$http" --read-key "$read_key" \
+  --project bench --processes "$processes" --rate "$rate" --duration "$duration" \
+  --window-seconds "$window" --work "$work" "$@" || status=$?
+if [ "$status" != 0 ]; then
+  echo "== agent log (tail)"; tail -n 20 "$work/agent.log"
+  echo "== collector log (tail)"; tail -n 20 "$work/collector.log"
+fi
+exit $status
