@@ -164,8 +164,32 @@ def spawn(worker: int, args: argparse.Namespace, logged: Any, start: float, end:
         os._exit(code)
 
 
+def collector_view(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[int], dict[str, int]]:
+    """All stored parts of the benchmark's model, their window starts, and the rows per worker
+    from each window's merged ``worker`` column."""
+    base = f"{args.api}/api/v1/projects/{args.project}/models/{args.model}/windows"
+    parts: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        q = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+        page = get_json(f"{base}?{urllib.parse.urlencode(q)}", args.read_key)
+        parts += page["items"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    starts = sorted({p["window_start_ms"] for p in parts})
+    per_worker: dict[str, int] = {}
+    for s in starts:
+        window = get_json(f"{base}/{s}?version=v1&environment=bench", args.read_key)
+        for item in window["profile"]["features"]["worker"]["frequent"]["items"]:
+            per_worker[item["value"]] = per_worker.get(item["value"], 0) + item["count"]
+    return parts, starts, per_worker
+
+
 def summary(xs: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(xs), "max": max(xs), "min": min(xs)} if xs else {}
+    if not xs:
+        return {"mean": math.nan, "max": math.nan, "min": math.nan}
+    return {"mean": statistics.fmean(xs), "max": max(xs), "min": min(xs)}
 
 
 def main() -> int:
@@ -250,8 +274,14 @@ def main() -> int:
     # Delivery: every part the agent received has been forwarded (window parts wait up to the
     # merge grace period before they leave).
     deadline = time.time() + args.delivery_timeout
+    m: dict[str, float] = {}
     while True:
-        m = scrape(args.agent_metrics)
+        try:
+            m = scrape(args.agent_metrics)
+        except OSError as e:
+            problems.append(f"agent /metrics unreachable after the load: {e!r}")
+            done = False
+            break
         done = m.get("queue_depth", 1) == 0 and m.get("received_total", 0) == m.get("forwarded_total", -1)
         if done or time.time() > deadline:
             break
@@ -262,24 +292,12 @@ def main() -> int:
     if m.get("dropped_total", 0):
         problems.append(f"agent dropped {m['dropped_total']} records")
 
-    # The collector's view: all parts, their rows, and per window the merged `worker` column.
-    base = f"{args.api}/api/v1/projects/{args.project}/models/{args.model}/windows"
-    parts: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        q = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
-        page = get_json(f"{base}?{urllib.parse.urlencode(q)}", args.read_key)
-        parts += page["items"]
-        cursor = page.get("next_cursor")
-        if not cursor:
-            break
+    try:
+        parts, starts, per_worker = collector_view(args)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # URLError is an OSError
+        problems.append(f"could not read the stored windows from the collector: {e!r}")
+        parts, starts, per_worker = [], [], {}
     stored_rows = sum(p["rows"] for p in parts)
-    starts = sorted({p["window_start_ms"] for p in parts})
-    per_worker: dict[str, int] = {}
-    for s in starts:
-        window = get_json(f"{base}/{s}?version=v1&environment=bench", args.read_key)
-        for item in window["profile"]["features"]["worker"]["frequent"]["items"]:
-            per_worker[item["value"]] = per_worker.get(item["value"], 0) + item["count"]
     if stored_rows != total_rows:
         problems.append(f"collector stores {stored_rows} rows, workers logged {total_rows}")
     if per_worker != logged_rows:
