@@ -42,38 +42,14 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-# Waits until a process printed its "listening" line and echoes that line.
-wait_listening() {
-  local log=$1 pattern=$2
-  for _ in $(seq 1 300); do
-    if grep -q "$pattern" "$log" 2>/dev/null; then grep -m1 "$pattern" "$log"; return 0; fi
-    sleep 0.1
-  done
-  echo "timed out waiting for $pattern; log:" >&2; cat "$log" >&2; return 1
-}
+. scripts/stack.sh
 
 echo "== collector (SQLite store in $work/collector)"
-store=(--data-dir "$work/collector")
-"$bin/neurocloak-collector" admin bootstrap --org bench --project bench "${store[@]}" > "$work/bootstrap.json"
-ingest_key=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_key"])' "$work/bootstrap.json")
-"$bin/neurocloak-collector" admin create-key --project bench --name bench-reader --scopes read "${store[@]}" > "$work/reader.json"
-read_key=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_key"])' "$work/reader.json")
-NEUROCLOAK_LOG=warn "$bin/neurocloak-collector" serve "${store[@]}" \
-  --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 > "$work/collector.log" 2>&1 &
-pids+=($!)
-line=$(wait_listening "$work/collector.log" "neurocloak-collector listening")
-grpc=$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$line")
-http=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$line")
+start_collector bench read
 
 echo "== agent (fsync = always, queue in $work/agent)"
-NEUROCLOAK_LOG=warn "$bin/neurocloak-agent" --data-dir "$work/agent" --uds-path "$work/agent.sock" \
-  --tcp-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --collector "http://$grpc" --api-key "$ingest_key" \
-  > "$work/agent.log" 2>&1 &
-agent=$!
-pids+=($agent)
-line=$(wait_listening "$work/agent.log" "neurocloak-agent listening")
-agent_http=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$line")
+start_agent
+agent=$agent_pid
 
 echo "== load: $processes SDK processes, $rate rows/s in total, ${duration}s, ${window}s windows"
 status=0
