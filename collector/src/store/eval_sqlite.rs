@@ -2,7 +2,6 @@
 //! tables, through a second connection (WAL lets it read while ingest writes).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, Row, params, params_from_iter};
@@ -10,29 +9,18 @@ use rusqlite::{Connection, Row, params, params_from_iter};
 use super::eval::{
     Coll, Doc, DocQuery, EvalStore, MAX_GET_MANY, PartStub, doc_cursor, doc_position,
 };
+use super::sqlite::SqliteConn;
 use super::{LabelPart, ModelKey, Page, PageRequest, paginate};
 use crate::{Error, Result};
 
 pub struct EvalSqlite {
-    conn: Arc<Mutex<Connection>>,
+    conn: SqliteConn,
 }
 
 impl EvalSqlite {
     pub async fn open(path: &Path) -> Result<EvalSqlite> {
-        let path = path.to_path_buf();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            let conn = Connection::open(&path)?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "FULL")?;
-            conn.busy_timeout(std::time::Duration::from_secs(10))?;
-            Ok(conn)
-        })
-        .await??;
         Ok(EvalSqlite {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: SqliteConn::open(path).await?,
         })
     }
 
@@ -41,14 +29,7 @@ impl EvalSqlite {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| Error::Corrupt("sqlite connection mutex poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await?
+        self.conn.call(f).await
     }
 }
 

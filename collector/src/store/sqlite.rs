@@ -76,14 +76,15 @@ CREATE TABLE IF NOT EXISTS completions (
 const WINDOW_COLUMNS: &str = "id, project_id, model, version, environment, window_start, \
     window_length, rows, agent_id, batch_id, received_ms";
 
-pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
-}
+/// One SQLite connection behind a mutex, used from blocking tasks. The store's own tables
+/// and the pipeline's documents ([`super::eval_sqlite`]) open their connections this way.
+#[derive(Clone)]
+pub(crate) struct SqliteConn(Arc<Mutex<Connection>>);
 
-impl SqliteStore {
+impl SqliteConn {
     /// Opens (creating if needed) the database file, in WAL mode with `synchronous=FULL` so a
     /// committed batch survives power loss, not only a process crash.
-    pub async fn open(path: &Path) -> Result<SqliteStore> {
+    pub(crate) async fn open(path: &Path) -> Result<SqliteConn> {
         let path = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -97,8 +98,33 @@ impl SqliteStore {
             Ok(conn)
         })
         .await??;
+        Ok(SqliteConn(Arc::new(Mutex::new(conn))))
+    }
+
+    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| Error::Corrupt("sqlite connection mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await?
+    }
+}
+
+pub struct SqliteStore {
+    conn: SqliteConn,
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: SqliteConn::open(path).await?,
         })
     }
 
@@ -107,14 +133,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| Error::Corrupt("sqlite connection mutex poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await?
+        self.conn.call(f).await
     }
 }
 
