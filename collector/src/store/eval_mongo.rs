@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
-use mongodb::options::{Acknowledgment, IndexOptions, WriteConcern};
-use mongodb::{Client, Collection, Database, IndexModel};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
 
 use super::eval::{
     Coll, Doc, DocQuery, EvalStore, MAX_GET_MANY, PartStub, doc_cursor, doc_position,
@@ -22,16 +22,8 @@ pub struct EvalMongo {
 
 impl EvalMongo {
     pub async fn connect(uri: &str, database: &str) -> Result<EvalMongo> {
-        let client = Client::with_uri_str(uri).await?;
-        let wc = WriteConcern::builder()
-            .w(Acknowledgment::Majority)
-            .journal(true)
-            .build();
-        let options = mongodb::options::DatabaseOptions::builder()
-            .write_concern(wc)
-            .build();
         Ok(EvalMongo {
-            db: client.database_with_options(database, options),
+            db: super::mongo::durable_database(uri, database).await?,
         })
     }
 

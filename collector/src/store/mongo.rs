@@ -22,6 +22,21 @@ const DUPLICATE_KEY: i32 = 11000;
 /// characters, so this separator cannot occur inside a part.
 const SEP: char = '\u{1f}';
 
+/// The database handle every MongoDB collection of the collector is written through (the store's
+/// own and the pipeline's documents, [`super::eval_mongo`]). Writes use `w: majority, j: true`,
+/// so an acknowledged write is on a majority of replica-set members' journals.
+pub(crate) async fn durable_database(uri: &str, database: &str) -> Result<Database> {
+    let client = Client::with_uri_str(uri).await?;
+    let wc = WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .journal(true)
+        .build();
+    let options = mongodb::options::DatabaseOptions::builder()
+        .write_concern(wc)
+        .build();
+    Ok(client.database_with_options(database, options))
+}
+
 pub struct MongoStore {
     db: Database,
     /// When this process last wrote each model/version's registry entry: ingest rewrites it
@@ -33,20 +48,9 @@ pub struct MongoStore {
 pub const REGISTRY_REFRESH_MS: i64 = 60_000;
 
 impl MongoStore {
-    /// Connects and checks the server answers. Writes use `w: majority, j: true`, so an
-    /// acknowledged batch is on a majority of replica-set members' journals.
     pub async fn connect(uri: &str, database: &str) -> Result<MongoStore> {
-        let client = Client::with_uri_str(uri).await?;
-        let wc = WriteConcern::builder()
-            .w(Acknowledgment::Majority)
-            .journal(true)
-            .build();
-        let options = mongodb::options::DatabaseOptions::builder()
-            .write_concern(wc)
-            .build();
-        let db = client.database_with_options(database, options);
         Ok(MongoStore {
-            db,
+            db: durable_database(uri, database).await?,
             registry_touched: Default::default(),
         })
     }
