@@ -76,9 +76,25 @@ def stored_rows(http: int, api_key: str) -> int:
             return total
 
 
+def wait_for_workers(log: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    booted = 0
+    while time.monotonic() < deadline:
+        booted = log.read_text().count("Booting worker")
+        if booted >= WORKERS:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {proc.returncode}\n{log.read_text()}")
+        time.sleep(0.1)
+    raise AssertionError(f"only {booted} of {WORKERS} gunicorn workers booted in {timeout} s\n{log.read_text()}")
+
+
 def test_every_row_from_every_gunicorn_worker_arrives(stack: dict[str, Any]) -> None:
     port = free_port()
-    env = {**os.environ, "NC_PROJECT": PROJECT, "NC_AGENT": stack["agent"], "PYTHONPATH": str(APPS)}
+    # Each request holds its (sync) worker for a few milliseconds, so with 8 concurrent clients
+    # an idle worker always accepts the next connection and the requests spread.
+    env = {**os.environ, "NC_PROJECT": PROJECT, "NC_AGENT": stack["agent"], "PYTHONPATH": str(APPS),
+           "NC_HOLD_SECONDS": "0.005"}
     gunicorn = start_process(
         [sys.executable, "-m", "gunicorn", "--preload", "-w", str(WORKERS), "-b", f"127.0.0.1:{port}",
          "--graceful-timeout", "10", "wsgi_model:app"],
@@ -87,6 +103,9 @@ def test_every_row_from_every_gunicorn_worker_arrives(stack: dict[str, Any]) -> 
     )
     try:
         wait_for_port(port, gunicorn, timeout=60)
+        # The port listens as soon as the arbiter binds it, before the workers exist; a request
+        # sent then is served by whichever worker boots first. Wait for all of them.
+        wait_for_workers(stack["dir"] / "gunicorn.log", gunicorn, timeout=60)
 
         def call(i: int) -> int:
             body = json.dumps({"a": (i % 7) - 3.0, "b": (i % 5) - 2.0, "c": float(i)}).encode()

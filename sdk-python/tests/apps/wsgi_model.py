@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,6 +18,7 @@ rng = np.random.default_rng(0)
 X = rng.normal(size=(500, 3))
 y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)
 model = LogisticRegression().fit(X, y)
+HOLD_SECONDS = float(os.environ.get("NC_HOLD_SECONDS", "0"))
 
 monitor = neurocloak.Monitor(
     project=os.environ["NC_PROJECT"],
@@ -38,6 +40,9 @@ def predict(features: dict[str, float]) -> int:
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     size = int(environ.get("CONTENT_LENGTH") or 0)
     features = json.loads(environ["wsgi.input"].read(size))
-    body = json.dumps({"prediction": predict(features), "pid": os.getpid()}).encode()
+    prediction = predict(features)
+    if HOLD_SECONDS:
+        time.sleep(HOLD_SECONDS)
+    body = json.dumps({"prediction": prediction, "pid": os.getpid()}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
