@@ -75,3 +75,45 @@ fn fork_without_hooks_is_detected() {
     );
     assert_eq!(common::flushed(&m, &sink).rows, 7);
 }
+
+/// A plain `fork()` while another thread is recording, over and over: the child may inherit a
+/// shard lock held mid-update by a thread that no longer exists. It must neither hang nor touch
+/// the torn state, and still record and flush its own rows.
+#[test]
+fn fork_without_hooks_while_another_thread_records() {
+    let (m, sink) = common::monitor(|_| {});
+    let m = std::sync::Arc::new(m);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let (m, stop) = (std::sync::Arc::clone(&m), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                log_rows(&m, 100);
+            }
+        })
+    };
+    for _ in 0..20 {
+        // SAFETY: the child only records, flushes and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                log_rows(&m, 3);
+                let w = common::flushed(&m, &sink);
+                w.rows == 3
+            }))
+            .unwrap_or(false);
+            // SAFETY: as above.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child failed: {status}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+}

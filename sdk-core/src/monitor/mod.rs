@@ -646,13 +646,33 @@ impl Inner {
     /// Empties every shard and forgets the harvester after a fork. `unannounced`: no
     /// `before_fork` held the locks, so a lock found held belongs to a thread of the parent that
     /// does not exist here and is released by force.
+    ///
+    /// A value whose lock was held at the fork may be half-updated (a `Vec` mid-reallocation, a
+    /// map mid-insert), so it is overwritten without being read or dropped: its memory leaks in
+    /// the child, which is the price of never touching a torn value.
     fn reset_after_fork(&self, unannounced: bool) {
         for s in self.shards.iter() {
             if unannounced && s.state.try_lock().is_none() {
-                // SAFETY: after fork only this thread exists; whoever held the lock is gone.
-                unsafe { s.state.force_unlock() };
+                // SAFETY: after fork only this thread exists; whoever held the lock is gone, and
+                // nobody else can reach the state while we overwrite it.
+                unsafe {
+                    s.state.force_unlock();
+                    std::ptr::write(s.state.data_ptr(), ShardState::default());
+                }
+            } else {
+                *s.state.lock() = ShardState::default();
             }
-            *s.state.lock() = ShardState::default();
+        }
+        if unannounced {
+            // SAFETY: as above. The edges are fetched again or set by the caller; a layout
+            // whose writer was cut off mid-inference or mid-edge-install is inferred again from
+            // the child's first row.
+            unsafe {
+                reclaim_after_fork(&self.reference_edges, BTreeMap::new);
+                if reclaim_after_fork(&self.layout, || None) {
+                    self.layout_ready.store(false, Ordering::Release);
+                }
+            }
         }
         self.fork_gen.store(fork::generation(), Ordering::Relaxed);
         self.harvester.store(false, Ordering::SeqCst);
@@ -867,4 +887,31 @@ impl Drop for Inner {
             self.harvest(true);
         }
     }
+}
+
+/// Frees `lock` in a forked child from holders that no longer exist. Readers cut off by the
+/// fork left the value intact, so their read locks are released; a writer may have left it torn,
+/// so it is overwritten with `fresh()` without being read or dropped. Returns whether a writer
+/// held it.
+///
+/// # Safety
+/// Only right after `fork()` in the child, from the only thread, which holds no guard of `lock`.
+unsafe fn reclaim_after_fork<T>(lock: &RwLock<T>, fresh: impl FnOnce() -> T) -> bool {
+    let torn = lock.is_locked_exclusive();
+    // SAFETY: per the contract, no live thread holds or can take `lock` meanwhile.
+    unsafe {
+        if torn {
+            lock.force_unlock_write();
+            std::ptr::write(lock.data_ptr(), fresh());
+        }
+        // A reader count cannot exceed the parent's thread count; the bound only guards against
+        // a lock state this code does not expect.
+        for _ in 0..65_536 {
+            if lock.try_write().is_some() {
+                break;
+            }
+            lock.force_unlock_read();
+        }
+    }
+    torn
 }
