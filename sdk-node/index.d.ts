@@ -31,6 +31,12 @@ export interface MonitorOptions {
   /** Longer strings are truncated (and counted); default 1024 bytes. */
   maxStringLength?: number
   /**
+   * Prediction records (id, time, prediction, scores, groups) kept per window in this process
+   * for joining delayed labels; default 20000, an integer from 0 to 100000. Rows with an id
+   * beyond it are counted in `predictionsDropped` and their labels cannot be joined.
+   */
+  maxPredictionRecords?: number
+  /**
    * `unix:///path.sock`, `http://127.0.0.1:7071`, or `memory` (no agent: windows stay in
    * memory for `takeWindows`). Default: `NEUROCLOAK_AGENT`, else `unix:///tmp/neurocloak/agent.sock`.
    */
@@ -49,7 +55,10 @@ export interface LogOptions {
   label?: Cell
   /** Prediction id: joins delayed labels (`logLabels`) and drives hash sampling. */
   id?: string | number
-  /** Event time (ms since the epoch or a Date); default now. */
+  /**
+   * Event time (ms since the epoch or a Date); default now. It does not choose the window (the
+   * one open when `log` is called does); it is stored in the row's sample and prediction record.
+   */
   timestamp?: number | Date
   /** Latency of this prediction in milliseconds. */
   latencyMs?: number

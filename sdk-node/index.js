@@ -162,6 +162,7 @@ const OPTION_TYPES = {
   reservoirSize: 'number',
   hashSampleRate: 'number',
   maxStringLength: 'number',
+  maxPredictionRecords: 'number',
   agent: 'string',
   strict: 'boolean',
   exitFlushMs: 'number',

@@ -109,6 +109,11 @@ export interface NativeOptions {
   reservoirSize?: number
   hashSampleRate?: number
   maxStringLength?: number
+  /**
+   * Prediction records kept per window and process for joining delayed labels (default
+   * 20 000, at most 100 000); rows with an id beyond it count as `predictionsDropped`.
+   */
+  maxPredictionRecords?: number
   /** `unix:///path.sock`, `http://host:port`, or `memory`. */
   agent?: string
   strict?: boolean
@@ -147,6 +152,8 @@ export interface WindowSummary {
   sampledRows: number
   /** Prediction records kept for joining delayed labels. */
   predictionRecords: number
+  /** Rows with an id beyond the `maxPredictionRecords` cap: their labels cannot be joined. */
+  predictionsDropped: number
   features: Record<string, ColumnSummary>
   prediction?: ColumnSummary
   label?: ColumnSummary

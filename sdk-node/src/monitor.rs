@@ -10,7 +10,9 @@ use napi::bindgen_prelude::{
 };
 use napi::{Env, Task};
 use napi_derive::napi;
-use neurocloak_core::monitor::{Batch, Column, ColumnData, MemorySink, Monitor, MonitorConfig};
+use neurocloak_core::monitor::{
+    Batch, Column, ColumnData, MAX_PREDICTION_RECORDS, MemorySink, Monitor, MonitorConfig,
+};
 use neurocloak_core::{FeatureKind, TaskType, Value};
 
 use crate::convert::{META_SLOTS, Packed, Strings, Tags, stand_in};
@@ -46,6 +48,9 @@ pub struct NativeOptions {
     pub reservoir_size: Option<u32>,
     pub hash_sample_rate: Option<f64>,
     pub max_string_length: Option<u32>,
+    /// Prediction records kept per window and process for joining delayed labels (default
+    /// 20 000, at most 100 000); rows with an id beyond it count as `predictionsDropped`.
+    pub max_prediction_records: Option<f64>,
     /// `unix:///path.sock`, `http://host:port`, or `memory`.
     pub agent: Option<String>,
     pub strict: Option<bool>,
@@ -543,6 +548,15 @@ fn config(o: NativeOptions) -> Result<MonitorConfig> {
     }
     if let Some(n) = o.max_string_length {
         c.max_string_len = n as usize;
+    }
+    if let Some(n) = o.max_prediction_records {
+        // A JS number: only whole, finite values within the core's limit convert exactly.
+        if !(n.fract() == 0.0 && (0.0..=MAX_PREDICTION_RECORDS as f64).contains(&n)) {
+            return Err(bad(format!(
+                "maxPredictionRecords must be an integer from 0 to {MAX_PREDICTION_RECORDS}, got {n}"
+            )));
+        }
+        c.max_prediction_records = n as usize;
     }
     c.strict = o.strict.unwrap_or(false);
     c.agent_endpoint = o.agent.filter(|a| a != MEMORY_AGENT);

@@ -39,6 +39,8 @@ pub struct WindowSummary {
     pub sampled_rows: u32,
     /// Prediction records kept for joining delayed labels.
     pub prediction_records: u32,
+    /// Rows with an id beyond the `maxPredictionRecords` cap: their labels cannot be joined.
+    pub predictions_dropped: f64,
     pub features: HashMap<String, ColumnSummary>,
     pub prediction: Option<ColumnSummary>,
     pub label: Option<ColumnSummary>,
@@ -58,6 +60,7 @@ pub fn summarize(w: &pb::WindowProfile) -> WindowSummary {
         latency_p99_ms: latency.as_ref().map(|l| quantile_ms(l, 0.99)),
         sampled_rows: w.reservoir.as_ref().map_or(0, |r| r.rows.len() as u32),
         prediction_records: w.predictions.len() as u32,
+        predictions_dropped: w.predictions_dropped as f64,
         features: w
             .features
             .iter()

@@ -238,3 +238,39 @@ test('features may be given as a list of names or of {name, kind}', () => {
   assert.equal(w.features.y.kind, 'categorical')
   assert.equal(w.features.x.mean, 1)
 })
+
+test('maxPredictionRecords caps the records kept per window; the rest are counted', () => {
+  const row = { age: 30, income: 1000, country: 'FR', member: true }
+  const m = memoryMonitor({ maxPredictionRecords: 3 })
+  for (let i = 0; i < 10; i++) m.log(row, 'stay', { id: `r${i}` })
+  m.log(row, 'stay') // no id: nothing to keep, nothing dropped
+  let w = onlyWindow(m)
+  assert.deepEqual([w.predictionRecords, w.predictionsDropped], [3, 7])
+
+  const batch = memoryMonitor({ maxPredictionRecords: 0 })
+  batch.logBatch({ columns: { age: new Float64Array(5) }, predictions: Array(5).fill('stay'), ids: ['a', 'b', 'c', 'd', 'e'] })
+  w = onlyWindow(batch)
+  assert.deepEqual([w.predictionRecords, w.predictionsDropped], [0, 5])
+
+  const byDefault = memoryMonitor()
+  for (let i = 0; i < 10; i++) byDefault.log(row, 'stay', { id: `r${i}` })
+  assert.equal(onlyWindow(byDefault).predictionRecords, 10)
+})
+
+test('a bad maxPredictionRecords throws NC_INVALID_CONFIG naming the option', () => {
+  for (const bad of [-1, 1.5, 100_001, 1e20, Infinity, NaN, '100', true, null, [3]]) {
+    assert.throws(
+      () => memoryMonitor({ maxPredictionRecords: bad }),
+      (err) => err.code === 'NC_INVALID_CONFIG' && /maxPredictionRecords/.test(err.message),
+      String(bad),
+    )
+  }
+})
+
+test('timestamp does not choose the window: the window open at call time gets the row', () => {
+  const m = memoryMonitor()
+  m.log({ age: 30, income: 1000, country: 'FR', member: true }, 'stay', { id: 'old', timestamp: 1000 })
+  const w = onlyWindow(m)
+  assert.ok(w.windowStartMs <= Date.now() && Date.now() < w.windowStartMs + w.windowLengthMs)
+  assert.equal(w.rows, 1)
+})

@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use neurocloak_core::monitor::MAX_PREDICTION_RECORDS;
 use neurocloak_core::{FeatureKind, MonitorConfig, TaskType};
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBool, PyDict};
 
 use crate::errors::ConfigError;
 
@@ -26,6 +28,7 @@ pub struct Args {
     pub reservoir_size: u32,
     pub hash_sample_rate: f64,
     pub max_string_length: usize,
+    pub max_prediction_records: Option<usize>,
     pub agent: Option<String>,
     pub strict: bool,
     pub seed: Option<u64>,
@@ -49,6 +52,36 @@ fn parse_task(task: &str) -> PyResult<TaskType> {
         "regression" => Ok(TaskType::Regression),
         other => Err(ConfigError::new_err(format!(
             "task must be \"binary\", \"multiclass\" or \"regression\", got {other:?}"
+        ))),
+    }
+}
+
+/// `max_prediction_records`: an int (or anything with `__index__`, such as a numpy integer)
+/// from 0 to the core's limit. Python ints have no size limit, so negative and huge values get
+/// the same range message instead of pyo3's generic overflow error.
+pub fn parse_record_cap(v: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let out_of_range = || {
+        ConfigError::new_err(format!(
+            "max_prediction_records must be an integer from 0 to {MAX_PREDICTION_RECORDS}, got {v}"
+        ))
+    };
+    // bool is an int subclass in Python; `True` as a cap is a mistake, not 1.
+    if v.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(
+            "max_prediction_records must be an int, got bool",
+        ));
+    }
+    match v.extract::<i64>() {
+        Ok(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= MAX_PREDICTION_RECORDS)
+            .ok_or_else(out_of_range),
+        Err(e) if e.is_instance_of::<PyOverflowError>(v.py()) => Err(out_of_range()),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "max_prediction_records must be an int, got {}",
+            v.get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string())
         ))),
     }
 }
@@ -98,6 +131,9 @@ pub fn build(a: Args) -> PyResult<MonitorConfig> {
     c.reservoir_size = a.reservoir_size;
     c.hash_sample_rate = a.hash_sample_rate;
     c.max_string_len = a.max_string_length;
+    if let Some(n) = a.max_prediction_records {
+        c.max_prediction_records = n;
+    }
     c.agent_endpoint = a.agent.filter(|x| x != MEMORY_AGENT);
     c.strict = a.strict;
     if let Some(s) = a.seed {

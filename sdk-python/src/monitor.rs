@@ -335,7 +335,7 @@ impl PyMonitor {
         *, project, model, version = String::new(), environment = "production".to_owned(),
         task = None, features = None, classes = None, sensitive = None, window_seconds = 60.0,
         reservoir_size = 256, agent = None, strict = false, hash_sample_rate = 0.01,
-        max_string_length = 1024, seed = None
+        max_string_length = 1024, seed = None, max_prediction_records = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -354,8 +354,12 @@ impl PyMonitor {
         hash_sample_rate: f64,
         max_string_length: usize,
         seed: Option<u64>,
+        max_prediction_records: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let features = features.map(config::parse_features).transpose()?;
+        let max_prediction_records = max_prediction_records
+            .map(config::parse_record_cap)
+            .transpose()?;
         let kinds = OnceLock::new();
         if let Some(f) = &features {
             let _ = kinds.set(f.iter().map(|(_, k)| *k).collect());
@@ -374,6 +378,7 @@ impl PyMonitor {
             reservoir_size,
             hash_sample_rate,
             max_string_length,
+            max_prediction_records,
             agent,
             strict,
             seed,

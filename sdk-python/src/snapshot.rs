@@ -18,6 +18,7 @@ pub fn window_to_dict<'py>(py: Python<'py>, w: &pb::WindowProfile) -> PyResult<B
     d.set_item("rows", w.rows)?;
     d.set_item("errors", w.errors)?;
     d.set_item("extra_features", w.extra_features)?;
+    d.set_item("prediction_records", w.predictions.len())?;
     d.set_item("predictions_dropped", w.predictions_dropped)?;
     let features = PyDict::new(py);
     for (name, col) in &w.features {

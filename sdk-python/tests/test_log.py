@@ -176,3 +176,46 @@ def test_use_after_shutdown(make_monitor: Make) -> None:
         mon.log(row(), "yes")
     with pytest.raises(ClosedError):
         mon.log_batch({"age": np.zeros(2)}, ["no", "no"])
+
+
+def test_timestamp_does_not_choose_the_window(make_monitor: Make) -> None:
+    import time
+
+    mon = make_monitor()
+    mon.log(row(), "yes", id="old", timestamp=1.0)  # 1970: far before the open window
+    snap = snapshot(mon)
+    start, length = snap["window_start_ms"], snap["window_length_ms"]
+    assert start <= time.time() * 1000 < start + length
+    assert start > 1000
+    assert snap["rows"] == 1
+
+
+def test_prediction_record_cap_applies(make_monitor: Make) -> None:
+    mon = make_monitor(max_prediction_records=3)
+    for i in range(10):
+        mon.log(row(), "yes", id=f"r{i}")
+    mon.log(row(), "yes")  # no id: no record, not dropped
+    snap = snapshot(mon)
+    assert (snap["prediction_records"], snap["predictions_dropped"]) == (3, 7)
+
+    default = make_monitor()
+    for i in range(10):
+        default.log(row(), "yes", id=f"r{i}")
+    assert snapshot(default)["prediction_records"] == 10
+
+    none_kept = make_monitor(max_prediction_records=np.int64(0))
+    none_kept.log_batch({"age": np.arange(5.0)}, ["yes"] * 5, ids=[f"b{i}" for i in range(5)])
+    snap = snapshot(none_kept)
+    assert (snap["prediction_records"], snap["predictions_dropped"]) == (0, 5)
+
+
+@pytest.mark.parametrize("bad", [-1, 100_001, 2**64, 10**30])
+def test_prediction_record_cap_out_of_range(make_monitor: Make, bad: int) -> None:
+    with pytest.raises(ConfigError, match=r"max_prediction_records must be an integer from 0 to 100000"):
+        make_monitor(max_prediction_records=bad)
+
+
+@pytest.mark.parametrize("bad", ["100", 5.0, True, [3]])
+def test_prediction_record_cap_wrong_type(make_monitor: Make, bad: object) -> None:
+    with pytest.raises(TypeError, match=r"max_prediction_records must be an int, got"):
+        make_monitor(max_prediction_records=bad)

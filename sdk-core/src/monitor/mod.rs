@@ -41,6 +41,9 @@ pub const DEFAULT_AGENT: &str = "unix:///tmp/neurocloak/agent.sock";
 const LABELS_PER_PAYLOAD: usize = 10_000;
 /// How often closed windows are looked for.
 const HARVEST_TICK: Duration = Duration::from_millis(200);
+/// Largest [`MonitorConfig::max_prediction_records`]: the collector's default limit of prediction
+/// records in one window, so one process's window is never refused for its record count.
+pub const MAX_PREDICTION_RECORDS: usize = 100_000;
 
 /// Configuration of a [`Monitor`]. Start from [`MonitorConfig::new`] and set fields.
 #[derive(Debug, Clone)]
@@ -68,7 +71,7 @@ pub struct MonitorConfig {
     /// Longer strings are cut to this many bytes and counted as truncated.
     pub max_string_len: usize,
     /// Prediction records (for delayed labels) kept per window and process; more are counted as
-    /// dropped.
+    /// dropped. At most [`MAX_PREDICTION_RECORDS`].
     pub max_prediction_records: usize,
     /// Reject rows with data-quality issues with [`CoreError::Data`] instead of counting them.
     pub strict: bool,
@@ -132,6 +135,12 @@ impl MonitorConfig {
         }
         if self.reservoir_size > crate::profile::MAX_RESERVOIR {
             return bad("reservoir_size above 65536");
+        }
+        if self.max_prediction_records > MAX_PREDICTION_RECORDS {
+            return Err(CoreError::Config(format!(
+                "max_prediction_records must be at most {MAX_PREDICTION_RECORDS}, got {}",
+                self.max_prediction_records
+            )));
         }
         if self.sensitive.len() > MAX_SENSITIVE {
             return bad("at most 8 sensitive attributes");

@@ -36,8 +36,8 @@ class Monitor(_native.Monitor):
     project, model, version, environment:
         The model's identity; every window shipped carries it.
     task:
-        ``"binary"``, ``"multiclass"`` or ``"regression"``; inferred from the first
-        predictions when omitted.
+        ``"binary"``, ``"multiclass"`` or ``"regression"``; ``"binary"`` when
+        omitted.
     features:
         Mapping of feature name to ``"numeric"``, ``"categorical"`` or ``"boolean"``;
         ``None`` infers the schema from the first rows.
@@ -55,6 +55,11 @@ class Monitor(_native.Monitor):
     strict:
         Raise :class:`neurocloak.errors.DataError` for bad data instead of only
         counting it.
+    max_prediction_records:
+        Prediction records (id, time, prediction, scores, groups) kept per window
+        in this process for joining delayed labels; ``None`` keeps the default
+        of 20 000. Rows with an id beyond the cap are counted in
+        ``predictions_dropped`` and their labels cannot be joined. 0 to 100 000.
     """
 
     def __init__(self, **kwargs: Any) -> None:

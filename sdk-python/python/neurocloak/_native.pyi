@@ -36,6 +36,7 @@ class Monitor:
         hash_sample_rate: float = 0.01,
         max_string_length: int = 1024,
         seed: int | None = None,
+        max_prediction_records: int | None = None,
     ) -> Monitor: ...
     def log(
         self,
