@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use neurocloak_alert::{Channel, Rule};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::Error;
@@ -98,6 +99,48 @@ impl From<AlertFailure> for ApiError {
 }
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// Parses a JSON body, refusing every key `T` does not know wherever it is nested, so a
+/// misspelt setting is a 400 rather than a silently kept default. Types with
+/// `deny_unknown_fields` fail inside serde; `serde_ignored` catches the keys of the others.
+/// serde_path_to_error puts the path in the message (`evaluation.drift.features.age.tset: …`).
+pub fn parse_strict<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    let bad = |m: String| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("malformed {what}: {}", shorten(&m)),
+        )
+    };
+    // serde would also take a struct as a positional array; settings are named or not at all.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(bad("expected a JSON object".into()));
+    }
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let mut unknown = Vec::new();
+    let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let value: T =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&mut json, &mut note))
+            .map_err(|e| bad(e.to_string()))?;
+    json.end().map_err(|e| bad(e.to_string()))?;
+    match unknown.first() {
+        Some(key) => Err(bad(format!("unknown key `{key}`"))),
+        None => Ok(value),
+    }
+}
+
+/// serde quotes the offending value (an unknown variant, say), which may be most of a 64 KiB
+/// body; an error message only needs its start.
+fn shorten(message: &str) -> String {
+    const MAX: usize = 300;
+    if message.len() <= MAX {
+        return message.to_owned();
+    }
+    let mut end = MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
 
 fn api_key<'a>(headers: &'a HeaderMap, query_key: Option<&'a str>) -> Option<&'a str> {
     if let Some(v) = headers.get(API_KEY_HEADER) {
@@ -369,8 +412,7 @@ async fn put_channel(
             format!("body over {MAX_BODY_BYTES} bytes"),
         ));
     }
-    let channel: Channel = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed channel: {e}")))?;
+    let channel: Channel = parse_strict(&body, "channel")?;
     alerts::put_channel(&s.p, &project, &channel).await?;
     Ok((
         StatusCode::CREATED,
@@ -473,8 +515,7 @@ async fn put_eval_config(
             format!("body over {MAX_BODY_BYTES} bytes"),
         ));
     }
-    let c: ProjectEvalConfig = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed config: {e}")))?;
+    let c: ProjectEvalConfig = parse_strict(&body, "config")?;
     put_project_config(&s.p, &project, &c)
         .await
         .map_err(|e| match e {

@@ -35,7 +35,8 @@ pub struct Config {
     pub pipeline: crate::pipeline::PipelineConfig,
 }
 
-/// Days to keep each kind of data; 0 keeps it forever.
+/// Days to keep each kind of data; 0 keeps it forever. `crate::retention` maps every swept
+/// table and collection to one of these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Retention {
@@ -45,6 +46,16 @@ pub struct Retention {
     pub batches_days: u32,
     pub leases_days: u32,
     pub jobs_days: u32,
+    /// Evaluations and trust scores, by window start. As long as the windows by default, so
+    /// every stored score can still be traced to (and recomputed from) its profile.
+    pub evaluations_days: u32,
+    /// The prediction index and joined labels: how late a label may arrive and still join
+    /// its prediction. Longer than `windows_days` buys nothing, since a window whose parts
+    /// are gone cannot be re-evaluated.
+    pub predictions_days: u32,
+    /// Alert history and notification deliveries, by the time they happened. Small, and the
+    /// record post-mortems and audits read, so kept longer than the data by default.
+    pub alerts_days: u32,
     /// Seconds between sweeps.
     pub sweep_interval_s: u64,
 }
@@ -57,6 +68,9 @@ impl Default for Retention {
             batches_days: 90,
             leases_days: 2,
             jobs_days: 30,
+            evaluations_days: 90,
+            predictions_days: 90,
+            alerts_days: 365,
             sweep_interval_s: 3600,
         }
     }

@@ -81,15 +81,17 @@ impl Server {
             let runner = JobRunner::new(Arc::clone(&store), leases, Arc::clone(&metrics), poll);
             background.push(tokio::spawn(runner.run(stop_rx.clone())));
         }
-        background.push(tokio::spawn(retention::run(
-            Arc::clone(&store),
-            config.retention.clone(),
-            Arc::clone(&metrics),
-            stop_rx.clone(),
-        )));
-
         let pipeline =
             crate::pipeline::start(&config, &store, &metrics, &stop_rx, &mut background).await?;
+        // The pipeline's store is open even when this collector does not evaluate
+        // (`pipeline.enabled = false`): its history ages out whoever wrote it.
+        let sweeper = retention::Sweeper::new(
+            Arc::clone(&store),
+            Arc::clone(&pipeline.docs),
+            config.retention.clone(),
+            Arc::clone(&metrics),
+        );
+        background.push(tokio::spawn(sweeper.run(stop_rx.clone())));
         let ingest = Ingest::new(
             Arc::clone(&store),
             Arc::clone(&metrics),

@@ -42,7 +42,7 @@ impl DriftTest {
 
 /// Per-feature override.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FeatureDriftConfig {
     pub test: Option<DriftTest>,
     /// p-value threshold for KS / chi-square, statistic threshold for the others.
@@ -52,7 +52,7 @@ pub struct FeatureDriftConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DriftConfig {
     /// Up to this many reference rows the default test is KS / chi-square, above it
     /// normed Wasserstein / Jensen-Shannon.

@@ -29,7 +29,7 @@ pub enum SurrogateKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ExplainConfig {
     pub surrogate: SurrogateKind,
     pub max_depth: u16,

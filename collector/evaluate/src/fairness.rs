@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EvalError, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FairnessConfig {
     /// Groups with fewer rows are listed but not judged.
     pub min_group_size: u64,

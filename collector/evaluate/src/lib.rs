@@ -71,7 +71,7 @@ pub enum BaselineKind {
 
 /// Every evaluation's settings, per project (and per feature inside `drift`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
     pub drift: drift::DriftConfig,
     pub performance: performance::PerformanceConfig,

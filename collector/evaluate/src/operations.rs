@@ -13,7 +13,7 @@ use crate::error::{EvalError, Result};
 const MAX_HDR_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct OperationsConfig {
     /// Fewer recent windows than this: volume is not judged.
     pub min_volume_history: usize,

@@ -10,7 +10,7 @@ use crate::error::{EvalError, Result};
 const MAX_CLASSES: u32 = 4096;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PerformanceConfig {
     /// Fewer labelled rows than this: performance is not judged.
     pub min_labelled: u64,

@@ -48,6 +48,7 @@ impl Component {
 /// Linear map of a metric to 0–100: 100 at `full_at`, 0 at `zero_at`, clamped outside.
 /// Works for both directions (higher-is-better when `full_at > zero_at`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Ramp {
     pub full_at: f64,
     pub zero_at: f64,
@@ -70,7 +71,7 @@ impl Ramp {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrustConfig {
     /// Weight per component; a component not listed keeps its default weight, 0 removes it.
     pub weights: BTreeMap<Component, f64>,
