@@ -22,6 +22,8 @@ pub enum DataIssue {
     UnknownFeature,
     /// A prediction, label or score that does not fit the task (unknown class, score outside [0, 1]).
     InvalidOutcome,
+    /// A prediction id the collector would refuse (empty, over 128 bytes, control characters).
+    InvalidId,
 }
 
 impl std::fmt::Display for DataIssue {
@@ -35,6 +37,9 @@ impl std::fmt::Display for DataIssue {
             DataIssue::TooLong => "string longer than the limit",
             DataIssue::UnknownFeature => "feature not in the schema",
             DataIssue::InvalidOutcome => "invalid prediction, label or score",
+            DataIssue::InvalidId => {
+                "prediction id empty, over 128 bytes or with control characters"
+            }
         };
         f.write_str(s)
     }

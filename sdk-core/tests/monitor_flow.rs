@@ -219,3 +219,78 @@ fn groups_cover_attributes_and_intersections() {
     assert_eq!(f.confusion, vec![0, 0, 1, 1]);
     assert_eq!(f.predicted, vec![1, 1]);
 }
+
+/// Ids the collector would refuse (it rejects a whole window part or label batch holding one)
+/// never leave the SDK: the row is recorded without its prediction record (counted), strict mode
+/// rejects it, and `log_labels` refuses the call before anything is queued.
+#[test]
+fn ids_the_collector_would_refuse_never_leave_the_sdk() {
+    let long = "x".repeat(neurocloak_core::monitor::MAX_ID_LEN + 1);
+    let fits = "y".repeat(neurocloak_core::monitor::MAX_ID_LEN);
+    let (m, sink) = common::monitor(|c| c.hash_sample_rate = 1.0);
+    for id in [long.as_str(), "", "line\nbreak", fits.as_str(), "ok"] {
+        m.log(
+            &[("x", 1.0.into())],
+            &Prediction {
+                id: Some(id),
+                ..Prediction::default()
+            },
+        )
+        .unwrap();
+    }
+    for id in [long.as_str(), "", "tab\there"] {
+        let err = m.log_labels(&["ok", id], &[Value::Number(1.0), Value::Number(0.0)]);
+        let msg = err.unwrap_err().to_string();
+        assert!(msg.contains("ids[1]"), "{msg}");
+    }
+    m.flush(Duration::from_secs(1)).unwrap();
+    let all = sink.take();
+    assert!(
+        !all.iter().any(|p| matches!(p, Payload::Labels(_))),
+        "a refused label call queued nothing"
+    );
+    let w = all
+        .iter()
+        .find_map(|p| match p {
+            Payload::Window(w) => Some(w.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(w.rows, 5, "every row is in the statistics");
+    let ids: Vec<&str> = w.predictions.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, vec![fits.as_str(), "ok"]);
+    assert_eq!(w.predictions_dropped, 3);
+    for row in w
+        .hash_sampled
+        .iter()
+        .chain(w.reservoir.iter().flat_map(|r| &r.rows))
+    {
+        assert!(
+            row.id.is_empty() || neurocloak_core::monitor::valid_id(&row.id),
+            "{:?}",
+            row.id
+        );
+    }
+
+    let (strict, _) = common::monitor(|c| c.strict = true);
+    let err = strict
+        .log(
+            &[("x", 1.0.into())],
+            &Prediction {
+                id: Some(&long),
+                ..Prediction::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            neurocloak_core::CoreError::Data {
+                issue: neurocloak_core::DataIssue::InvalidId,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(strict.stats().rejected, 1);
+}

@@ -219,3 +219,23 @@ def test_prediction_record_cap_out_of_range(make_monitor: Make, bad: int) -> Non
 def test_prediction_record_cap_wrong_type(make_monitor: Make, bad: object) -> None:
     with pytest.raises(TypeError, match=r"max_prediction_records must be an int, got"):
         make_monitor(max_prediction_records=bad)
+
+
+def test_ids_the_collector_would_refuse_never_leave_the_sdk(make_monitor: Make) -> None:
+    from neurocloak.errors import BatchError
+
+    too_long, fits = "x" * 129, "y" * 128
+    mon = make_monitor()
+    for rid in [too_long, "", "line\nbreak", fits]:
+        mon.log(row(), "yes", id=rid)
+    mon.log_batch({"age": np.arange(2.0)}, ["yes"] * 2, ids=[too_long, "ok"])
+    snap = snapshot(mon)
+    assert snap["rows"] == 6
+    assert (snap["prediction_records"], snap["predictions_dropped"]) == (2, 4)
+
+    with pytest.raises(BatchError, match=r"ids\[1\]"):
+        mon.log_labels(["ok", too_long], ["yes", "no"])
+
+    strict = make_monitor(strict=True)
+    with pytest.raises(DataError):
+        strict.log(row(), "yes", id=too_long)

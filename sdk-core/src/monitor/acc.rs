@@ -9,7 +9,7 @@ use neurocloak_proto as pb;
 use pb::FeatureKind;
 
 use super::layout::{Layout, Settings};
-use super::value::{Batch, Column, ColumnData, Prediction, Value, cell_of, truncate};
+use super::value::{Batch, Column, ColumnData, Prediction, Value, cell_of, truncate, valid_id};
 use crate::error::DataIssue;
 use crate::profile::{
     CategoricalProfile, ClassificationOutcomes, ColumnProfile, GroupProfile, NumericProfile,
@@ -567,7 +567,11 @@ impl RowOutputs {
         let Some(id) = p.id else {
             return;
         };
-        let (id, _) = truncate(id, settings.max_string);
+        if !valid_id(id) {
+            // The row is in every statistic; only its label join is lost, and counted.
+            self.predictions_dropped += 1;
+            return;
+        }
         if hash_bytes(id.as_bytes()) < settings.hash_threshold
             && self.hash_sampled.len() < settings.max_hash_samples
         {
@@ -886,7 +890,8 @@ fn sampled_row(
     pb::SampledRow {
         id: p
             .id
-            .map(|s| truncate(s, max_len).0.to_owned())
+            .filter(|id| valid_id(id))
+            .map(str::to_owned)
             .unwrap_or_default(),
         timestamp_ms: ts,
         features: features

@@ -27,7 +27,7 @@ pub use acc::OVERFLOW_GROUP;
 use acc::WindowAcc;
 use layout::{Layout, MAX_SENSITIVE, Settings, infer_kind};
 pub use sink::{MemorySink, Sink, SinkStats};
-pub use value::{Batch, Column, ColumnData, Prediction, Value};
+pub use value::{Batch, Column, ColumnData, MAX_ID_LEN, Prediction, Value, valid_id};
 
 use crate::CoreError;
 use crate::profile::{ReferenceProfile, WindowProfile, decile_edges};
@@ -437,6 +437,15 @@ impl Monitor {
                 labels.len()
             )));
         }
+        if let Some(i) = ids.iter().position(|id| !valid_id(id)) {
+            // The collector refuses a whole label batch holding such an id: refuse it here,
+            // where the caller can still fix it, rather than lose the batch downstream.
+            return Err(CoreError::Batch(format!(
+                "ids[{i}]: a prediction id must be 1 to {MAX_ID_LEN} bytes without control \
+                 characters ({} bytes given)",
+                ids[i].len()
+            )));
+        }
         let max = inner.settings.max_string;
         let now = now_ms();
         for (ids, labels) in ids
@@ -447,7 +456,7 @@ impl Monitor {
                 .iter()
                 .zip(labels)
                 .map(|(id, l)| pb::LabelRecord {
-                    id: value::truncate(id, max).0.to_owned(),
+                    id: (*id).to_owned(),
                     label: Some(l.to_proto(max)),
                     timestamp_ms: now,
                 })

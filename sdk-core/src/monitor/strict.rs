@@ -22,6 +22,9 @@ impl Inner {
     fn strict_outcome(&self, p: &Prediction<'_>) -> crate::Result<()> {
         let s = &self.settings;
         let bad = |what: &str| Err(self.reject(what, DataIssue::InvalidOutcome));
+        if p.id.is_some_and(|id| !value::valid_id(id)) {
+            return Err(self.reject("id", DataIssue::InvalidId));
+        }
         if s.is_classification() {
             if s.class_index(p.prediction).is_err() {
                 return bad("prediction");
@@ -112,6 +115,10 @@ impl Inner {
         }
         for r in 0..n {
             let p = Prediction {
+                id: match batch.ids.map(|c| c.cell(r)) {
+                    Some(Some(Value::Text(s))) => Some(s),
+                    _ => None,
+                },
                 prediction: value::cell_of(batch.predictions, r),
                 label: value::cell_of(batch.labels, r),
                 scores: batch.scores.map_or(&[][..], |s| {

@@ -63,6 +63,18 @@ impl Value<'_> {
     }
 }
 
+/// Longest prediction id (bytes) the collector accepts; it refuses a whole window part or label
+/// batch holding a longer one, so the SDK never ships one.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether the collector accepts `id` as a prediction id: non-empty, at most [`MAX_ID_LEN`]
+/// bytes, no control characters. Ids are never cut to fit: a cut id would join another
+/// prediction's label.
+#[inline]
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
+}
+
 /// Cuts `s` to at most `max` bytes without splitting a character; true when it was cut.
 #[inline]
 pub(crate) fn truncate(s: &str, max: usize) -> (&str, bool) {
