@@ -294,3 +294,36 @@ fn ids_the_collector_would_refuse_never_leave_the_sdk() {
     );
     assert_eq!(strict.stats().rejected, 1);
 }
+
+/// Bindings turn a NaN event time into 0 and ±inf into the i64 extremes; such rows fall back to
+/// their recording time instead of claiming 1970 or the year 292 million.
+#[test]
+fn implausible_batch_timestamps_fall_back_to_the_recording_time() {
+    let (m, sink) = common::monitor(|_| {});
+    let x = [1.0, 2.0, 3.0, 4.0];
+    let ids = ["a", "b", "c", "d"];
+    let ts = [0, i64::MAX, i64::MIN, 1_700_000_000_000];
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    m.log_batch(&Batch {
+        features: vec![Column {
+            name: "x",
+            data: ColumnData::F64(&x),
+            validity: None,
+        }],
+        ids: Some(ColumnData::Str(&ids)),
+        timestamps_ms: Some(&ts),
+        ..Batch::default()
+    })
+    .unwrap();
+    let w = common::flushed(&m, &sink);
+    let got: Vec<i64> = w.predictions.iter().map(|p| p.timestamp_ms).collect();
+    assert_eq!(got.len(), 4);
+    for t in &got[..3] {
+        // The core reads a coarse clock, a few ms behind `SystemTime`.
+        assert!(*t >= before - 1_000 && *t < before + 60_000, "{got:?}");
+    }
+    assert_eq!(got[3], 1_700_000_000_000);
+}

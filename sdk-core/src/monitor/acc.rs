@@ -9,7 +9,9 @@ use neurocloak_proto as pb;
 use pb::FeatureKind;
 
 use super::layout::{Layout, Settings};
-use super::value::{Batch, Column, ColumnData, Prediction, Value, cell_of, truncate, valid_id};
+use super::value::{
+    Batch, Column, ColumnData, Prediction, Value, cell_of, truncate, valid_id, valid_timestamp_ms,
+};
 use crate::error::DataIssue;
 use crate::profile::{
     CategoricalProfile, ClassificationOutcomes, ColumnProfile, GroupProfile, NumericProfile,
@@ -764,7 +766,10 @@ impl WindowAcc {
                         Some(Some(Value::Text(s))) => Some(s),
                         _ => None,
                     },
-                    timestamp_ms: batch.timestamps_ms.map(|t| t[row]),
+                    timestamp_ms: batch
+                        .timestamps_ms
+                        .map(|t| t[row])
+                        .filter(|&t| valid_timestamp_ms(t)),
                     prediction: cell_of(batch.predictions, row),
                     label: cell_of(batch.labels, row),
                     scores: batch.scores.map_or(&[][..], |s| {
@@ -785,7 +790,10 @@ impl WindowAcc {
         for row in 0..n {
             if let Some(slot) = self.out.reservoir.offer() {
                 let p = Prediction {
-                    timestamp_ms: batch.timestamps_ms.map(|t| t[row]),
+                    timestamp_ms: batch
+                        .timestamps_ms
+                        .map(|t| t[row])
+                        .filter(|&t| valid_timestamp_ms(t)),
                     ..Prediction::default()
                 };
                 let src = RowSrc::Batch {

@@ -75,6 +75,15 @@ pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
 }
 
+/// Whether a batch's event time (ms since the epoch) is plausible: after the epoch and before
+/// the year 3000. Bindings turn NaN into 0 and ±inf into the i64 extremes when they convert a
+/// float column; such a row falls back to its recording time, as `log` does with a bad
+/// timestamp.
+#[inline]
+pub fn valid_timestamp_ms(t: i64) -> bool {
+    (1..32_503_680_000_000).contains(&t)
+}
+
 /// Cuts `s` to at most `max` bytes without splitting a character; true when it was cut.
 #[inline]
 pub(crate) fn truncate(s: &str, max: usize) -> (&str, bool) {
