@@ -913,3 +913,210 @@ async fn project_settings_change_how_windows_are_judged() {
     assert!(f["x2"].is_null(), "x2 is ignored by this project: {f}");
     assert_eq!(f["x1"]["drifted"].as_f64(), Some(0.0), "{f}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_labels_fire_a_performance_rule_once_and_later_labels_resolve_it() {
+    late_label_alerts(&setup()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_label_alerts_work_on_mongodb_too() {
+    let db = common::FerretDb::start();
+    late_label_alerts(&setup_on(Some(db.uri()))).await;
+}
+
+/// Windows are first evaluated without labels (the accuracy rule has no data), then labels
+/// arrive that show the model wrong: the rule must fire exactly once, from the re-evaluated
+/// windows, and not again when the same labels are delivered twice; good labels for later
+/// windows resolve it.
+async fn late_label_alerts(s: &Setup) {
+    let model = "graded";
+    let (hook, mut received) = receiver().await;
+    let secret = "0123456789abcdef-signing";
+    let base = format!("/api/v1/projects/{PROJECT}");
+    let h = s.collector.http;
+    let channel = json!({"id": "hook", "kind": "webhook", "url": format!("http://{hook}/hook"),
+                         "signing_secret": secret});
+    let post = |path: &str, body: &Json| {
+        http(
+            h,
+            "POST",
+            &format!("{base}{path}"),
+            Some(&s.admin_key),
+            Some(&body.to_string()),
+        )
+    };
+    assert_eq!(post("/channels", &channel).0, 201);
+    let rule = json!({"id": "accuracy", "project": PROJECT, "model": model,
+                      "name": "Accuracy below one half", "metric": "performance.accuracy",
+                      "comparator": "<", "threshold": 0.5, "for_windows": 2,
+                      "resolve_after_windows": 2, "severity": "critical", "channels": ["hook"]});
+    let (st, body) = post("/rules", &rule);
+    assert_eq!(st, 201, "{body}");
+    let history = || {
+        let (_, page) = http(
+            h,
+            "GET",
+            &format!("{base}/alerts/history?rule=accuracy"),
+            Some(&s.key),
+            None,
+        );
+        let mut kinds: Vec<String> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["kind"].as_str().unwrap().to_owned())
+            .collect();
+        kinds.reverse(); // oldest first
+        kinds
+    };
+
+    let reference = reference(model, "v1");
+    let edges = reference.edges();
+    push(
+        s.collector.grpc,
+        &s.key,
+        "graded-ref",
+        vec![reference_item(reference.to_proto())],
+    )
+    .await;
+    let unlabelled = |seed| Traffic {
+        inline_labels: false,
+        ..Traffic::stable(seed)
+    };
+    let starts: Vec<i64> = (0..5).map(start).collect();
+    let mut truths = Vec::new();
+    let mut items = Vec::new();
+    for (i, &at) in starts[..4].iter().enumerate() {
+        let (w, truth) = window(model, "v1", &edges, &unlabelled(30 + i as u64), at);
+        items.push(window_item(w));
+        truths.push(truth);
+    }
+    push(s.collector.grpc, &s.key, "graded-w", items).await;
+    for &at in &starts[..4] {
+        let t = wait_trust(h, &s.key, model, "v1", at, WAIT, |_| true);
+        assert_eq!(t["revision"], "p1-l0");
+        assert!(t["metrics"]["performance"].is_null(), "{}", t["metrics"]);
+    }
+    assert!(history().is_empty(), "no labels, no data: {:?}", history());
+
+    // Labels for the first three windows arrive late and say the model is mostly wrong.
+    let flipped: Vec<(String, bool)> = truths[..3]
+        .iter()
+        .flatten()
+        .map(|(id, label)| (id.clone(), !label))
+        .collect();
+    let label_items = || {
+        labels(model, "v1", &flipped)
+            .into_iter()
+            .map(label_item)
+            .collect::<Vec<_>>()
+    };
+    push(s.collector.grpc, &s.key, "graded-labels", label_items()).await;
+    for (at, truth) in starts.iter().zip(&truths[..3]) {
+        let revision = format!("p1-l{}", truth.len());
+        let t = wait_trust(h, &s.key, model, "v1", *at, WAIT, |t| {
+            t["revision"] == revision
+        });
+        let accuracy = t["metrics"]["performance"]["accuracy"].as_f64().unwrap();
+        assert!(accuracy < 0.5, "flipped labels: accuracy {accuracy}");
+    }
+
+    let (headers, body) = tokio::time::timeout(WAIT, received.recv())
+        .await
+        .expect("no fire notification within the wait")
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    neurocloak_alert::verify_signature(
+        secret.as_bytes(),
+        headers["x-neurocloak-timestamp"].to_str().unwrap(),
+        &body,
+        headers["x-neurocloak-signature"].to_str().unwrap(),
+        now,
+        Duration::from_secs(300),
+    )
+    .expect("signature verifies");
+    let note: Json = serde_json::from_slice(&body).unwrap();
+    assert_eq!(note["alert"]["kind"], "fire");
+    assert_eq!(note["alert"]["rule_id"], "accuracy");
+    // The second labelled window completes the run of two.
+    assert_eq!(note["alert"]["window_start_ms"].as_i64(), Some(starts[1]));
+    assert!(note["alert"]["value"].as_f64().unwrap() < 0.5);
+
+    // The same labels delivered again: nothing is re-evaluated and nothing is sent. A window
+    // pushed after them is a barrier: the pass that evaluates it has absorbed the labels and
+    // processed every earlier window first.
+    push(
+        s.collector.grpc,
+        &s.key,
+        "graded-labels-again",
+        label_items(),
+    )
+    .await;
+    let (w4, truth4) = window(model, "v1", &edges, &unlabelled(34), starts[4]);
+    push(s.collector.grpc, &s.key, "graded-w4", vec![window_item(w4)]).await;
+    wait_trust(h, &s.key, model, "v1", starts[4], WAIT, |_| true);
+    truths.push(truth4);
+    let extra = tokio::time::timeout(Duration::from_secs(1), received.recv()).await;
+    assert!(extra.is_err(), "a second notification: {extra:?}");
+    let kinds = history();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "fired").count(),
+        1,
+        "{kinds:?}"
+    );
+    let (_, evals) = http(
+        h,
+        "GET",
+        &format!("/api/v1/projects/{PROJECT}/models/{model}/evaluations?version=v1&limit=100"),
+        Some(&s.key),
+        None,
+    );
+    assert_eq!(
+        evals["items"].as_array().unwrap().len(),
+        3 * 2 + 2,
+        "windows 0-2 at two revisions each, 3 and 4 once: {evals}"
+    );
+    let (_, firing) = http(
+        h,
+        "GET",
+        &format!("{base}/alerts?status=firing"),
+        Some(&s.key),
+        None,
+    );
+    assert!(
+        firing["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["rule_id"] == "accuracy"),
+        "{firing}"
+    );
+
+    // Correct labels for the two newest windows: two healthy windows in a row resolve it.
+    let good: Vec<(String, bool)> = truths[3..].iter().flatten().cloned().collect();
+    let items = labels(model, "v1", &good)
+        .into_iter()
+        .map(label_item)
+        .collect();
+    push(s.collector.grpc, &s.key, "graded-good-labels", items).await;
+    let (_, body) = tokio::time::timeout(WAIT, received.recv())
+        .await
+        .expect("no resolve notification within the wait")
+        .unwrap();
+    let note: Json = serde_json::from_slice(&body).unwrap();
+    assert_eq!(note["alert"]["kind"], "resolve");
+    assert_eq!(note["alert"]["window_start_ms"].as_i64(), Some(starts[4]));
+    let kinds = history();
+    assert_eq!(
+        (
+            kinds.iter().filter(|k| *k == "fired").count(),
+            kinds.last().map(String::as_str)
+        ),
+        (1, Some("resolved")),
+        "{kinds:?}"
+    );
+}

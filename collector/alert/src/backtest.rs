@@ -20,11 +20,24 @@ pub fn backtest(rule: &Rule, history: &[(i64, Value)]) -> Result<Vec<Transition>
         history_cap: usize::MAX,
         ..EngineConfig::default()
     });
-    let mut state = RuleState::new(rule.id.clone(), "backtest");
-    for (start, doc) in ordered {
-        (state, _) = engine.observe(&state, rule, *start, doc, *start)?;
+    let windows = ordered.into_iter().map(|(start, doc)| (*start, doc));
+    Ok(replay(&engine, rule, "backtest", windows)?.history)
+}
+
+/// Feeds `windows` (oldest first) through a fresh state with `now` equal to each window start.
+/// Back-tests and reconciliation both go through here, so both see exactly what the live
+/// engine would have done.
+pub(crate) fn replay<'a>(
+    engine: &Engine,
+    rule: &Rule,
+    scope: &str,
+    windows: impl IntoIterator<Item = (i64, &'a Value)>,
+) -> Result<RuleState> {
+    let mut state = RuleState::new(rule.id.clone(), scope);
+    for (start, doc) in windows {
+        (state, _) = engine.observe(&state, rule, start, doc, start)?;
     }
-    Ok(state.history)
+    Ok(state)
 }
 
 #[cfg(test)]

@@ -17,6 +17,10 @@
 //! history behaves exactly like the live engine. A window without a finite number for a
 //! subject ("no data") neither advances nor resets any counter: missing data never resolves
 //! a firing alert on its own.
+//!
+//! [`Engine::observe`] only moves forward; a window whose metrics change after it was
+//! observed (a re-evaluation after late labels) goes through [`Engine::reconcile`]
+//! (`crate::reconcile`), which replays the stored windows and applies the difference.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +29,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{AlertError, Result};
+use crate::reconcile::Truth;
 use crate::rule::{Rule, Severity};
 use crate::selector::truncate_for_message;
 
@@ -121,6 +126,10 @@ pub struct RuleState {
     pub rule_id: String,
     /// What the collector evaluates the rule for (e.g. `model@version`); part of dedup keys.
     pub scope: String,
+    /// The first window this state observed: a replay that reaches it starts from a known
+    /// (empty) state. None for states persisted before it was recorded.
+    #[serde(default)]
+    pub first_window_ms: Option<i64>,
     pub last_window_ms: Option<i64>,
     /// Alerts by subject; healthy subjects are not stored.
     pub alerts: BTreeMap<String, AlertState>,
@@ -134,6 +143,13 @@ pub struct RuleState {
     pub stale_windows: u64,
     /// Windows equal to `last_window_ms` observed again, ignored (idempotence).
     pub repeated_windows: u64,
+    /// Re-evaluated windows reconciled (see [`Engine::reconcile`]).
+    #[serde(default)]
+    pub reconciled_windows: u64,
+    /// Subjects a reconciliation left as they were because the history it was given did not
+    /// decide their state.
+    #[serde(default)]
+    pub unsettled_subjects: u64,
 }
 
 impl RuleState {
@@ -141,6 +157,7 @@ impl RuleState {
         Self {
             rule_id: rule_id.into(),
             scope: scope.into(),
+            first_window_ms: None,
             last_window_ms: None,
             alerts: BTreeMap::new(),
             history: Vec::new(),
@@ -149,6 +166,8 @@ impl RuleState {
             rejected_subjects: 0,
             stale_windows: 0,
             repeated_windows: 0,
+            reconciled_windows: 0,
+            unsettled_subjects: 0,
         }
     }
 
@@ -243,14 +262,14 @@ pub const MAX_USER_LEN: usize = 128;
 /// The lifecycle engine. Stateless apart from its bounds; every call is a pure function.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
-    config: EngineConfig,
+    pub(crate) config: EngineConfig,
 }
 
-/// Per-call context shared by the helpers of one `observe`/`tick`.
-struct Step<'a> {
+/// Per-call context shared by the helpers of one `observe`/`tick`/`reconcile`.
+pub(crate) struct Step<'a> {
     rule: &'a Rule,
     state: &'a mut RuleState,
-    actions: Vec<Action>,
+    pub(crate) actions: Vec<Action>,
     now_ms: i64,
     history_cap: usize,
 }
@@ -264,7 +283,8 @@ impl Engine {
     /// state passed in is left untouched, so an error never costs the caller its state.
     /// Windows must arrive in order:
     /// a window at or before the last one observed is ignored and counted, which makes
-    /// repeated evaluation of the same window idempotent.
+    /// repeated evaluation of the same window idempotent. A window whose metrics changed
+    /// after it was observed goes to [`Engine::reconcile`] instead.
     pub fn observe(
         &self,
         state: &RuleState,
@@ -285,7 +305,10 @@ impl Engine {
                 state.stale_windows += 1;
                 return Ok((state, Vec::new()));
             }
-            _ => state.last_window_ms = Some(window_start_ms),
+            _ => {
+                state.last_window_ms = Some(window_start_ms);
+                state.first_window_ms.get_or_insert(window_start_ms);
+            }
         }
         let samples = selector.read(doc, self.config.max_subjects_per_window);
         state.rejected_subjects += samples.rejected;
@@ -382,7 +405,12 @@ impl Engine {
         Ok(state)
     }
 
-    fn step<'a>(&self, state: &'a mut RuleState, rule: &'a Rule, now_ms: i64) -> Step<'a> {
+    pub(crate) fn step<'a>(
+        &self,
+        state: &'a mut RuleState,
+        rule: &'a Rule,
+        now_ms: i64,
+    ) -> Step<'a> {
         Step {
             rule,
             state,
@@ -393,7 +421,7 @@ impl Engine {
     }
 }
 
-fn check_state(state: &RuleState, rule: &Rule) -> Result<()> {
+pub(crate) fn check_state(state: &RuleState, rule: &Rule) -> Result<()> {
     if state.rule_id == rule.id {
         Ok(())
     } else {
@@ -420,7 +448,7 @@ impl Step<'_> {
         };
         alert.last_window_ms = Some(window);
         alert.last_value = Some(value);
-        let needed = |n: i64| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        let needed = windows_needed;
         match alert.status {
             Status::Inactive | Status::Resolved | Status::Pending if rule.breaches(value) => {
                 alert.breaching_windows = alert.breaching_windows.saturating_add(1);
@@ -451,6 +479,62 @@ impl Step<'_> {
                 }
             }
             Status::Firing => alert.healthy_windows = 0,
+        }
+    }
+
+    /// Makes the live alert of `subject` agree with `truth`, recording and notifying only the
+    /// difference: a fire when it should be firing and is not, a resolve when it fires and
+    /// should not, pending/cleared entries otherwise. A past episode the live alert never saw
+    /// (fired and resolved within the replay) is not announced. The counters come from the
+    /// truth so the next window continues from it.
+    pub(crate) fn adopt(&mut self, subject: &str, truth: &Truth, max_subjects: usize) {
+        let live = self.state.alerts.get(subject);
+        let live_status = live.map_or(Status::Inactive, |a| a.status);
+        let live_fired = live.and_then(|a| a.fired_window_ms);
+        let should = truth.alert.as_ref().map_or(Status::Inactive, |a| a.status);
+        if live.is_none() {
+            let wanted = matches!(should, Status::Firing | Status::Pending);
+            if !wanted || !self.make_room(max_subjects) {
+                return;
+            }
+            let alert = new_alert(&self.state.rule_id, &self.state.scope, subject);
+            self.state.alerts.insert(subject.to_owned(), alert);
+        }
+        if let Some(alert) = self.state.alerts.get_mut(subject)
+            && let Some((window, value)) = truth.latest
+        {
+            alert.last_window_ms = Some(window);
+            alert.last_value = Some(value);
+        }
+        match (live_status, should) {
+            (Status::Firing, Status::Firing) | (Status::Pending, Status::Pending) => {}
+            (_, Status::Firing) => self.fire(subject, truth.fired_window_ms),
+            (Status::Firing, _) => {
+                // The replay's own resolution names the window only if it ends this episode.
+                let window = truth
+                    .resolved_window_ms
+                    .filter(|w| live_fired.is_none_or(|f| *w >= f))
+                    .unwrap_or(truth.revised_window_ms);
+                self.resolve(subject, window);
+                if should == Status::Pending {
+                    let window = Some(truth.pending_window_ms);
+                    self.record(subject, TransitionKind::Pending, Status::Pending, window);
+                }
+            }
+            (_, Status::Pending) => {
+                let window = Some(truth.pending_window_ms);
+                self.record(subject, TransitionKind::Pending, Status::Pending, window);
+            }
+            (Status::Pending, _) => {
+                let window = Some(truth.revised_window_ms);
+                self.record(subject, TransitionKind::Cleared, Status::Inactive, window);
+            }
+            _ => {}
+        }
+        if let Some(alert) = self.state.alerts.get_mut(subject) {
+            let counts = truth.alert.as_ref();
+            alert.breaching_windows = counts.map_or(0, |a| a.breaching_windows);
+            alert.healthy_windows = counts.map_or(0, |a| a.healthy_windows);
         }
     }
 
@@ -611,6 +695,11 @@ impl Step<'_> {
             notification,
         });
     }
+}
+
+/// Consecutive windows a rule count asks for (at least one).
+pub(crate) fn windows_needed(n: i64) -> u32 {
+    u32::try_from(n.max(1)).unwrap_or(u32::MAX)
 }
 
 fn new_alert(rule_id: &str, scope: &str, subject: &str) -> AlertState {

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use neurocloak_alert::{
-    Comparator, Engine, EngineConfig, NotificationKind, Rule, RuleState, Severity, Status, backtest,
+    Comparator, Engine, EngineConfig, NotificationKind, Revised, Rule, RuleState, Severity, Status,
+    backtest,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value, json};
@@ -181,6 +182,120 @@ proptest! {
             prop_assert!(actions.iter().all(|a| a.notification.kind != NotificationKind::Resolve));
         }
         prop_assert!(state.alerts.values().any(|a| a.status == Status::Firing));
+    }
+}
+
+const MIN: i64 = 60_000;
+
+/// Trust score below 50; resolves at or above `50 + band`.
+fn trust_rule(for_windows: i64, resolve_after_windows: i64, band: f64) -> Rule {
+    Rule {
+        id: "trust".into(),
+        project: "p".into(),
+        model: None,
+        version: None,
+        name: "trust".into(),
+        metric: "trust_score".into(),
+        comparator: Comparator::Lt,
+        threshold: 50.0,
+        resolve_threshold: Some(50.0 + band),
+        for_windows,
+        resolve_after_windows,
+        severity: Severity::Critical,
+        labels: BTreeMap::new(),
+        channels: vec!["hook".into()],
+        escalation: None,
+        renotify_secs: None,
+    }
+}
+
+/// Windows 0.. carrying these trust scores (`None`: no data).
+fn trust_docs(values: &[Option<f64>]) -> Vec<(i64, Value)> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let doc = v.map_or(json!({}), |v| json!({"trust_score": v}));
+            (i as i64 * MIN, doc)
+        })
+        .collect()
+}
+
+fn observe_all(engine: &Engine, rule: &Rule, docs: &[(i64, Value)]) -> RuleState {
+    let mut state = RuleState::new(&rule.id, "m@1");
+    for (w, doc) in docs {
+        state = engine.observe(&state, rule, *w, doc, *w).unwrap().0;
+    }
+    state
+}
+
+fn firing(state: &RuleState) -> bool {
+    state.alerts.values().any(|a| a.status == Status::Firing)
+}
+
+fn counts(state: &RuleState) -> (u32, u32) {
+    state
+        .alerts
+        .values()
+        .next()
+        .map_or((0, 0), |a| (a.breaching_windows, a.healthy_windows))
+}
+
+fn trust_values(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Option<f64>>> {
+    prop::collection::vec(
+        prop_oneof![1 => Just(None), 4 => (0.0f64..100.0).prop_map(Some)],
+        len,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// One window of an observed history gets a new value (a re-evaluation). Reading the stored
+    /// history newest first only until `settled` holds, `reconcile` must leave the live state
+    /// where a replay of the whole revised history ends — firing or not, with the same counts —
+    /// notify only that difference, and change nothing when run again.
+    #[test]
+    fn reconciling_agrees_with_a_replay_of_the_revised_history(
+        for_windows in 1i64..4,
+        resolve_after in 1i64..4,
+        band in 0.0f64..10.0,
+        prefix in trust_values(0..10),
+        suffix in trust_values(1..10),
+        pick in any::<prop::sample::Index>(),
+        new_value in 0.0f64..100.0,
+    ) {
+        let rule = trust_rule(for_windows, resolve_after, band);
+        let engine = Engine::default();
+        let old: Vec<Option<f64>> = prefix.iter().chain(&suffix).copied().collect();
+        let j = prefix.len() + pick.index(suffix.len());
+        let mut new = old.clone();
+        new[j] = Some(new_value);
+        let live = observe_all(&engine, &rule, &trust_docs(&old));
+        let stored = trust_docs(&new);
+        let truth = observe_all(&engine, &rule, &stored);
+        let revised = Revised { window_start_ms: j as i64 * MIN, doc: &stored[j].1 };
+        let mut read = Vec::new();
+        for entry in stored.iter().rev() {
+            read.push(entry.clone());
+            if engine.settled(&live, &rule, revised, &read).unwrap() {
+                break;
+            }
+        }
+        let (next, actions) = engine.reconcile(&live, &rule, revised, &read, 0).unwrap();
+        prop_assert_eq!(firing(&next), firing(&truth), "read {} of {} windows", read.len(), stored.len());
+        prop_assert_eq!(counts(&next), counts(&truth));
+        let notified: Vec<NotificationKind> = actions.iter().map(|a| a.notification.kind).collect();
+        let expected = match (firing(&live), firing(&truth)) {
+            (false, true) => vec![NotificationKind::Fire],
+            (true, false) => vec![NotificationKind::Resolve],
+            _ => vec![],
+        };
+        prop_assert_eq!(notified, expected);
+        let (again, more) = engine.reconcile(&next, &rule, revised, &read, 1).unwrap();
+        prop_assert!(more.is_empty());
+        prop_assert_eq!(&again.alerts, &next.alerts);
+        prop_assert_eq!(again.next_seq, next.next_seq);
     }
 }
 

@@ -4,17 +4,28 @@
 //! and channels themselves (channel secrets sealed with the master key).
 //!
 //! Rule state is read-modified-written under a lease per (rule, model version), because two
-//! collectors may evaluate neighbouring windows of one model at the same time. The engine
-//! ignores a window at or before the last one it saw, so re-evaluating a window (late labels)
-//! never fires twice; it also means a late label's performance change is visible in the trust
-//! score and the API but does not move alerts of a window already observed.
+//! collectors may evaluate neighbouring windows of one model at the same time.
+//!
+//! A window after the last one a rule state observed moves it forward (`Engine::observe`). A
+//! window at or before it — re-evaluated at a new revision once late labels joined, or first
+//! evaluated after a later window — is reconciled instead (`Engine::reconcile`): under the same
+//! lease, the version's stored metrics documents are read newest first from the state's last
+//! window back until they settle every subject the revision may have changed (a full "for N
+//! windows" run or "resolve after K" run, or the state's first window; at most
+//! [`MAX_RECONCILE_WINDOWS`]), replayed through a fresh state like a back-test, and only the
+//! difference is applied to the live alert: fire if it should now be firing and is not,
+//! resolve if it is firing and should not be. Late labels therefore fire and resolve
+//! performance and trust-score rules. The same revision is stored once
+//! (`records::insert_evaluation`), so it reaches the rules once; and reconciling an unchanged
+//! history changes nothing, so repeated labels cannot notify twice. Escalation and renotify
+//! follow a reconciled alert from the moment it fired here.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use neurocloak_alert::{
-    AlertError, AlertState, Channel, ChannelKind, Engine, Rule, RuleState, SealedChannel, Severity,
-    Status, Transition, TransitionKind, default_rules,
+    AlertError, AlertState, Channel, ChannelKind, Engine, Revised, Rule, RuleState, SealedChannel,
+    Severity, Status, Transition, TransitionKind, default_rules,
 };
 use neurocloak_evaluate::{Section, TrustScore, WindowEvaluation};
 use serde::{Deserialize, Serialize};
@@ -636,7 +647,9 @@ fn deliver(p: &Pipeline, project: &str, actions: Vec<neurocloak_alert::Action>) 
     });
 }
 
-/// Runs every rule of the project that watches this model version on a new trust score.
+/// Runs every rule of the project that watches this model version on a new trust score: a
+/// window after the last one a rule observed moves it forward, an earlier one (re-evaluated,
+/// or first evaluated out of order) reconciles it with the stored history.
 pub async fn observe(p: &Pipeline, point: &TrustPoint) -> Result<usize> {
     let project = point.project.as_str();
     ensure_default_rules(p, project).await?;
@@ -650,9 +663,29 @@ pub async fn observe(p: &Pipeline, point: &TrustPoint) -> Result<usize> {
         let key = format!("alerts:{}", state_doc_id(project, &rule.id, &scope));
         let (fresh, actions) = with_lease(p, &key, || async {
             let old = load_state(p, project, &rule.id, &scope).await?;
-            let (new, actions) = engine
-                .observe(&old, &rule, point.window_start_ms, &point.metrics, now_ms())
-                .map_err(|e| Error::Invalid(format!("rule {}: {e}", rule.id)))?;
+            let window = point.window_start_ms;
+            let revisits = old.last_window_ms.is_some_and(|last| window <= last);
+            let (new, actions) = if revisits {
+                let history = reconcile_history(p, &engine, &old, &rule, point).await?;
+                let revised = Revised {
+                    window_start_ms: window,
+                    doc: &point.metrics,
+                };
+                engine.reconcile(&old, &rule, revised, &history, now_ms())
+            } else {
+                engine.observe(&old, &rule, window, &point.metrics, now_ms())
+            }
+            .map_err(|e| Error::Invalid(format!("rule {}: {e}", rule.id)))?;
+            let unsettled = new
+                .unsettled_subjects
+                .saturating_sub(old.unsettled_subjects);
+            if unsettled > 0 {
+                // Kept as they were; visible here as well as in the rule state.
+                p.metrics
+                    .rejects
+                    .with_label_values(&["alert_reconcile_unsettled"])
+                    .inc_by(unsettled);
+            }
             Ok((save_state(p, project, &rule, &old, &new).await?, actions))
         })
         .await?;
@@ -661,6 +694,65 @@ pub async fn observe(p: &Pipeline, point: &TrustPoint) -> Result<usize> {
         deliver(p, project, actions);
     }
     Ok(changed)
+}
+
+/// Most stored windows one reconciliation reads: twice the longest "for N windows" a rule may
+/// ask for, so a run of either kind fits. Subjects it leaves undecided keep their live state
+/// and are counted in the rule state.
+pub const MAX_RECONCILE_WINDOWS: usize = 2 * neurocloak_alert::rule::MAX_WINDOWS as usize;
+/// First page of a reconciliation's read; later pages grow, since most reads stop early.
+const RECONCILE_FIRST_PAGE: u32 = 16;
+
+/// The version's stored metrics documents from the rule state's last window back, newest
+/// first, read until they settle every subject the re-evaluation may have changed, or reach
+/// the state's first window, or [`MAX_RECONCILE_WINDOWS`].
+async fn reconcile_history(
+    p: &Pipeline,
+    engine: &Engine,
+    state: &RuleState,
+    rule: &Rule,
+    point: &TrustPoint,
+) -> Result<Vec<(i64, Value)>> {
+    let Some(last) = state.last_window_ms else {
+        return Ok(Vec::new());
+    };
+    let range = RangeQuery {
+        project_id: point.project.clone(),
+        model: point.model.clone(),
+        version: Some((point.version.clone(), point.environment.clone())),
+        from_ms: state.first_window_ms.unwrap_or(i64::MIN),
+        to_ms: last.saturating_add(1),
+    };
+    let revised = Revised {
+        window_start_ms: point.window_start_ms,
+        doc: &point.metrics,
+    };
+    let invalid = |e: AlertError| Error::Invalid(format!("rule {}: {e}", rule.id));
+    let mut history = Vec::new();
+    let mut page = PageRequest::first(RECONCILE_FIRST_PAGE);
+    loop {
+        let got = list_trust(&p.docs, &range, &page).await?;
+        history.extend(
+            got.items
+                .into_iter()
+                .map(|t| (t.window_start_ms, t.metrics)),
+        );
+        if history.len() >= MAX_RECONCILE_WINDOWS
+            || engine
+                .settled(state, rule, revised, &history)
+                .map_err(invalid)?
+        {
+            return Ok(history);
+        }
+        match got.next {
+            Some(next) => {
+                let left = u32::try_from(MAX_RECONCILE_WINDOWS - history.len()).unwrap_or(u32::MAX);
+                page.cursor = Some(next);
+                page.limit = page.limit.saturating_mul(4).min(left);
+            }
+            None => return Ok(history),
+        }
+    }
 }
 
 /// Escalation and renotification for every firing rule state.

@@ -13,7 +13,7 @@
 //!    window) and the recent trust scores, evaluate, score;
 //! 4. insert the evaluation under (window, revision) — a unique id, so each revision is
 //!    stored once across collectors — then the trust score, the prediction index, and publish;
-//! 5. run the alert rules.
+//! 5. run the alert rules (a re-evaluated window reconciles them with the stored history).
 //!
 //! A candidate stays in memory until a trust score of its current revision is stored, so a
 //! window whose evaluator died is picked up by whichever collector sees it next. A collector
@@ -468,7 +468,8 @@ impl Runner {
         );
         p.publish(super::LiveEvent::TrustScore(point.clone()));
         if let Err(e) = super::alerts::observe(p, &point).await {
-            // The score is stored; alerting retries with the next window of this version.
+            // The score is stored; the next window of this version moves the rules on, and
+            // the next re-evaluation of a window up to here replays this one's document.
             tracing::warn!(error = %e, "alert rules not run for this window");
             p.metrics.reject("alerts_failed");
         }
