@@ -32,11 +32,11 @@ use serde_json::Value;
 
 use crate::backtest::replay;
 use crate::engine::{
-    Action, AlertState, Engine, EngineConfig, RuleState, Status, TransitionKind, check_state,
-    windows_needed,
+    Action, AlertState, Engine, RuleState, Status, TransitionKind, check_state, windows_needed,
 };
 use crate::error::{AlertError, Result};
 use crate::rule::Rule;
+use crate::selector::Selector;
 
 /// A re-evaluated window and its new metrics document.
 #[derive(Debug, Clone, Copy)]
@@ -74,10 +74,63 @@ struct Span<'a> {
     windows: BTreeMap<i64, &'a Value>,
     /// The windows reach the state's first one: every subject is settled.
     complete: bool,
+    /// Only for the subjects asked about, so hostile documents cannot grow it unbounded.
     runs: BTreeMap<String, Runs>,
 }
 
-impl Span<'_> {
+impl<'a> Span<'a> {
+    /// The windows of `history` the state has observed (up to its last one, from its first
+    /// one on), the first document of a window start winning as in live evaluation.
+    fn new(state: &RuleState, history: &'a [(i64, Value)]) -> Self {
+        let last = state.last_window_ms.unwrap_or(i64::MIN);
+        let first = state.first_window_ms;
+        let mut windows = BTreeMap::new();
+        for (start, doc) in history {
+            if *start <= last && first.is_none_or(|f| *start >= f) {
+                windows.entry(*start).or_insert(doc);
+            }
+        }
+        let complete = first.is_some_and(|f| history.iter().any(|(start, _)| *start <= f));
+        Span {
+            windows,
+            complete,
+            runs: BTreeMap::new(),
+        }
+    }
+
+    /// Oldest first.
+    fn windows(&self) -> impl Iterator<Item = (i64, &'a Value)> + '_ {
+        self.windows.iter().map(|(start, doc)| (*start, *doc))
+    }
+
+    /// Counts the runs of `subjects` over the windows.
+    fn track(&mut self, rule: &Rule, selector: &Selector, subjects: &BTreeSet<String>, max: usize) {
+        let needed_breaching = windows_needed(rule.for_windows);
+        let needed_healthy = windows_needed(rule.resolve_after_windows);
+        for (start, doc) in &self.windows {
+            for sample in selector.read(doc, max).samples {
+                let Some(value) = sample.value else { continue };
+                if !subjects.contains(&sample.subject) {
+                    continue;
+                }
+                let r = self.runs.entry(sample.subject).or_default();
+                r.latest = Some((*start, value));
+                if rule.breaches(value) {
+                    r.breaching = r.breaching.saturating_add(1);
+                    r.healthy = 0;
+                } else {
+                    r.breaching = 0;
+                    r.healthy = if rule.is_healthy(value) {
+                        r.healthy.saturating_add(1)
+                    } else {
+                        0
+                    };
+                }
+                r.settled |= r.breaching >= needed_breaching || r.healthy >= needed_healthy;
+            }
+        }
+    }
+
     /// A subject without a single value in the span is never settled: missing data does not
     /// resolve an alert here either.
     fn settles(&self, subject: &str) -> bool {
@@ -100,19 +153,22 @@ impl Engine {
         history: &[(i64, Value)],
     ) -> Result<bool> {
         check_state(state, rule)?;
-        let span = self.span(state, rule, history)?;
+        let selector = rule.selector()?;
+        let mut span = Span::new(state, history);
         if span.complete {
             return Ok(true);
         }
-        let revised_subjects = rule
-            .selector()?
-            .read(revised.doc, self.config.max_subjects_per_window)
-            .samples
-            .into_iter()
-            .filter(|s| s.value.is_some())
-            .map(|s| s.subject);
-        let mut subjects = state.alerts.keys().cloned().chain(revised_subjects);
-        Ok(subjects.all(|s| span.settles(&s)))
+        let max = self.config.max_subjects_per_window;
+        let mut subjects: BTreeSet<String> = state.alerts.keys().cloned().collect();
+        let revised_samples = selector.read(revised.doc, max).samples;
+        subjects.extend(
+            revised_samples
+                .into_iter()
+                .filter(|s| s.value.is_some())
+                .map(|s| s.subject),
+        );
+        span.track(rule, &selector, &subjects, max);
+        Ok(subjects.iter().all(|s| span.settles(s)))
     }
 
     /// Brings `state` in line with `history` after the window `revised` was re-evaluated:
@@ -138,19 +194,26 @@ impl Engine {
                 )));
             }
         }
-        let span = self.span(state, rule, history)?;
-        let full_history = Engine::new(EngineConfig {
-            history_cap: usize::MAX,
-            ..self.config
-        });
-        let windows = span.windows.iter().map(|(start, doc)| (*start, *doc));
-        let replayed = replay(&full_history, rule, &state.scope, windows)?;
-        let subjects: BTreeSet<&String> =
-            state.alerts.keys().chain(replayed.alerts.keys()).collect();
+        let selector = rule.selector()?;
+        let mut span = Span::new(state, history);
+        // The replay keeps the live bounds, so a hostile history costs no more than live.
+        let replayed = replay(self, rule, &state.scope, span.windows())?;
+        let subjects: BTreeSet<String> = state
+            .alerts
+            .keys()
+            .chain(replayed.alerts.keys())
+            .cloned()
+            .collect();
+        span.track(
+            rule,
+            &selector,
+            &subjects,
+            self.config.max_subjects_per_window,
+        );
         let mut next = state.clone();
         let mut unsettled = 0;
         let mut step = self.step(&mut next, rule, now_ms);
-        for subject in subjects {
+        for subject in &subjects {
             // A subject the replay had no room for is absent there without being healthy.
             let known = span.settles(subject)
                 && (replayed.alerts.contains_key(subject) || replayed.rejected_subjects == 0);
@@ -166,54 +229,6 @@ impl Engine {
         next.unsettled_subjects += unsettled;
         next.alerts.retain(|_, a| a.status != Status::Inactive);
         Ok((next, actions))
-    }
-
-    /// The usable windows of `history` and the runs of every subject over them.
-    fn span<'a>(
-        &self,
-        state: &RuleState,
-        rule: &Rule,
-        history: &'a [(i64, Value)],
-    ) -> Result<Span<'a>> {
-        let selector = rule.selector()?;
-        let last = state.last_window_ms.unwrap_or(i64::MIN);
-        let first = state.first_window_ms;
-        let mut windows = BTreeMap::new();
-        for (start, doc) in history {
-            if *start <= last && first.is_none_or(|f| *start >= f) {
-                // Like live evaluation, the first document of a window start wins.
-                windows.entry(*start).or_insert(doc);
-            }
-        }
-        let complete = first.is_some_and(|f| history.iter().any(|(start, _)| *start <= f));
-        let needed_breaching = windows_needed(rule.for_windows);
-        let needed_healthy = windows_needed(rule.resolve_after_windows);
-        let mut runs: BTreeMap<String, Runs> = BTreeMap::new();
-        for (start, doc) in &windows {
-            let samples = selector.read(doc, self.config.max_subjects_per_window);
-            for sample in samples.samples {
-                let Some(value) = sample.value else { continue };
-                let r = runs.entry(sample.subject).or_default();
-                r.latest = Some((*start, value));
-                if rule.breaches(value) {
-                    r.breaching = r.breaching.saturating_add(1);
-                    r.healthy = 0;
-                } else {
-                    r.breaching = 0;
-                    r.healthy = if rule.is_healthy(value) {
-                        r.healthy.saturating_add(1)
-                    } else {
-                        0
-                    };
-                }
-                r.settled |= r.breaching >= needed_breaching || r.healthy >= needed_healthy;
-            }
-        }
-        Ok(Span {
-            windows,
-            complete,
-            runs,
-        })
     }
 }
 
@@ -247,7 +262,7 @@ fn truth(replayed: &RuleState, span: &Span<'_>, subject: &str, revised: i64) -> 
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::engine::NotificationKind;
+    use crate::engine::{EngineConfig, NotificationKind};
     use crate::rule::{Comparator, Escalation, Severity};
     use serde_json::json;
 
@@ -551,6 +566,37 @@ mod tests {
         );
         assert_eq!(state.alerts["a"].status, Status::Resolved);
         assert_eq!(state.alerts["b"].status, Status::Firing);
+    }
+
+    #[test]
+    fn the_subject_bound_holds_for_reconciled_alerts_too() {
+        let rule = Rule {
+            metric: "drift.features.*.psi".into(),
+            comparator: Comparator::Gt,
+            threshold: 0.25,
+            resolve_threshold: None,
+            for_windows: 1,
+            ..accuracy_rule()
+        };
+        let engine = Engine::new(EngineConfig {
+            max_subjects: 2,
+            ..EngineConfig::default()
+        });
+        let mut state = RuleState::new("acc", "m@1");
+        for w in [0, MIN] {
+            state = engine.observe(&state, &rule, w, &json!({}), w).unwrap().0;
+        }
+        let many: serde_json::Map<String, Value> = (0..50)
+            .map(|i| (format!("f{i:02}-{}", "x".repeat(200)), json!({"psi": 0.9})))
+            .collect();
+        let doc = json!({"drift": {"features": many}});
+        let h = vec![(0, json!({})), (MIN, doc)];
+        let (next, actions) = engine
+            .reconcile(&state, &rule, revised(&h, MIN), &h, 0)
+            .unwrap();
+        assert_eq!(actions.len(), 2);
+        assert_eq!(next.alerts.len(), 2);
+        assert!(next.alerts.values().all(|a| a.status == Status::Firing));
     }
 
     #[test]
