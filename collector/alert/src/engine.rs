@@ -669,7 +669,7 @@ impl Step<'_> {
             id: notification_id(
                 &alert.dedup_key,
                 kind,
-                alert.fired_window_ms.unwrap_or(i64::MIN),
+                (alert.fired_window_ms.unwrap_or(i64::MIN), alert.episode),
                 sequence,
             ),
             kind,
@@ -776,16 +776,20 @@ pub fn dedup_key(rule_id: &str, scope: &str, subject: &str) -> String {
     short_hash(&[rule_id.as_bytes(), scope.as_bytes(), subject.as_bytes()])
 }
 
+/// `episode` is the fired window and the episode count: windows alone repeat when a
+/// reconciliation withdraws an episode and a later one reinstates it at the same window, and
+/// a receiver would drop the reinstated fire as a duplicate.
 fn notification_id(
     dedup_key: &str,
     kind: NotificationKind,
-    fired_window_ms: i64,
+    episode: (i64, u64),
     sequence: u32,
 ) -> String {
     short_hash(&[
         dedup_key.as_bytes(),
         kind.as_str().as_bytes(),
-        &fired_window_ms.to_be_bytes(),
+        &episode.0.to_be_bytes(),
+        &episode.1.to_be_bytes(),
         &sequence.to_be_bytes(),
     ])
 }

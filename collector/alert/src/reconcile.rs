@@ -413,6 +413,7 @@ mod tests {
         let engine = Engine::default();
         let (state, actions) = live(&rule, &[Some(0.9), Some(0.5), None]);
         assert_eq!(kinds(&actions), vec![NotificationKind::Fire]);
+        let first_fire = actions[0].notification.id.clone();
         let (state, _) = engine.tick(&state, &rule, 10 * MIN).unwrap();
 
         // More labels for window 1 lift its accuracy: it never breached.
@@ -436,6 +437,17 @@ mod tests {
             .unwrap();
         assert!(actions.is_empty());
         assert_eq!(again.history, state.history);
+
+        // A later revision puts the breach back in the same window: a new episode, whose
+        // notification a receiver must not drop as a repeat of the withdrawn one.
+        let h = stored(&[Some(0.9), Some(0.4), None]);
+        let (state, actions) = engine
+            .reconcile(&state, &rule, revised(&h, MIN), &h, 13 * MIN)
+            .unwrap();
+        assert_eq!(kinds(&actions), vec![NotificationKind::Fire]);
+        assert_eq!(actions[0].notification.window_start_ms, Some(MIN));
+        assert_ne!(actions[0].notification.id, first_fire);
+        assert_eq!(state.alerts.values().next().unwrap().episode, 2);
     }
 
     #[test]
