@@ -156,8 +156,6 @@ pub struct Pipeline {
     pub notifier: Arc<Notifier>,
     pub holder: String,
     pub lease_ms: i64,
-    /// Pipeline records follow the windows' retention (`retention.windows_days`).
-    pub retention: crate::config::Retention,
     /// Serialises alert-state updates inside this process: a lease keeps other collectors
     /// out, but its holder may re-enter it (the runner and an acknowledgement, say).
     pub alert_lock: Arc<tokio::sync::Mutex<()>>,
@@ -205,7 +203,6 @@ pub async fn start(
         notifier: Arc::new(notifier),
         holder,
         lease_ms: config.jobs.lease_ms,
-        retention: config.retention.clone(),
         alert_lock: Arc::new(tokio::sync::Mutex::new(())),
     };
     if enabled {

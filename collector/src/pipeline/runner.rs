@@ -32,7 +32,7 @@ use super::labels;
 use super::records::{self, EvalInputs, EvaluationRecord, TrustPoint, WINDOW_EVALUATION};
 use super::{Pipeline, window_id};
 use crate::schedule::Leases;
-use crate::store::eval::{Coll, PartStub};
+use crate::store::eval::PartStub;
 use crate::store::{ModelKey, now_ms};
 use crate::{Error, Result};
 
@@ -84,7 +84,6 @@ pub struct Runner {
     parts_cursor_ms: i64,
     labels_cursor_ms: i64,
     last_tick: Instant,
-    last_sweep: Option<Instant>,
 }
 
 /// Latency of one evaluation, for the benchmark and logs.
@@ -105,7 +104,6 @@ impl Runner {
             parts_cursor_ms: start,
             labels_cursor_ms: start,
             last_tick: Instant::now(),
-            last_sweep: None,
         }
     }
 
@@ -123,40 +121,9 @@ impl Runner {
                     tracing::warn!(error = %e, "alert timers failed; retrying");
                 }
             }
-            self.sweep().await;
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
                 _ = stop.changed() => {}
-            }
-        }
-    }
-
-    /// Deletes pipeline records of windows past the windows' retention, so nothing outlives
-    /// the data it was computed from. Rule states, rules, channels and current alerts stay.
-    async fn sweep(&mut self) {
-        let r = self.p.retention.clone();
-        let every = Duration::from_secs(r.sweep_interval_s.max(1));
-        if r.windows_days == 0 || self.last_sweep.is_some_and(|t| t.elapsed() < every) {
-            return;
-        }
-        self.last_sweep = Some(Instant::now());
-        let cutoff = now_ms() - i64::from(r.windows_days) * 86_400_000;
-        for coll in [
-            Coll::Evaluations,
-            Coll::TrustScores,
-            Coll::Predictions,
-            Coll::Labels,
-            Coll::AlertHistory,
-            Coll::Deliveries,
-        ] {
-            match self.p.docs.delete_older_than(coll, cutoff).await {
-                Ok(n) if n > 0 => {
-                    tracing::info!(collection = coll.name(), deleted = n, "retention")
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(collection = coll.name(), error = %e, "retention sweep failed")
-                }
             }
         }
     }
