@@ -274,3 +274,21 @@ test('timestamp does not choose the window: the window open at call time gets th
   assert.ok(w.windowStartMs <= Date.now() && Date.now() < w.windowStartMs + w.windowLengthMs)
   assert.equal(w.rows, 1)
 })
+
+test('ids the collector would refuse never leave the SDK', () => {
+  const row = { age: 30, income: 1000, country: 'FR', member: true }
+  const tooLong = 'x'.repeat(129)
+  const m = memoryMonitor()
+  for (const id of [tooLong, '', 'line\nbreak', 'y'.repeat(128)]) m.log(row, 'stay', { id })
+  m.logBatch({ columns: { age: new Float64Array(2) }, predictions: ['stay', 'stay'], ids: [tooLong, 'ok'] })
+  assert.throws(
+    () => m.logLabels(['ok', tooLong], ['stay', 'churn']),
+    (err) => err.code === 'NC_INVALID_BATCH' && /ids\[1\]/.test(err.message),
+  )
+  const w = onlyWindow(m)
+  assert.equal(w.rows, 6)
+  assert.deepEqual([w.predictionRecords, w.predictionsDropped], [2, 4])
+
+  const strict = memoryMonitor({ strict: true })
+  assert.throws(() => strict.log(row, 'stay', { id: tooLong }), (err) => err.code === 'NC_INVALID_DATA')
+})
