@@ -271,17 +271,37 @@ impl Forwarder {
             }
         };
         let merged = merge_batch(&batch.records);
+        let batch_id = batch.batch_id;
+        // The encoded records are not needed any more: free them before the request is encoded.
+        drop(batch.records);
         let n_items = merged.items.len() as u64;
-        let request = IngestBatch {
-            batch_id: batch.batch_id.clone(),
-            agent_id: self.collector.agent_id().to_string(),
-            items: merged.items,
+        let undecodable = merged.undecodable;
+        let sent = if merged.items.is_empty() {
+            // Nothing decodable in it (counted as corrupt on ack): nothing to send.
+            Ok(())
+        } else {
+            self.collector
+                .ingest(IngestBatch {
+                    batch_id: batch_id.clone(),
+                    agent_id: self.collector.agent_id().to_string(),
+                    items: merged.items,
+                })
+                .await
         };
-        match self.collector.ingest(request).await {
+        if undecodable > 0 {
+            tracing::error!(
+                records = undecodable,
+                batch = %batch_id,
+                "queued records passed their checksum but did not decode; dropped as corrupt"
+            );
+        }
+        match sent {
             Ok(()) => {
                 let q = Arc::clone(&self.queue);
-                let id = batch.batch_id.clone();
-                let acked = tokio::task::block_in_place(move || q.lock().ack(&id, crate::now_ms()));
+                let id = batch_id.clone();
+                let acked = tokio::task::block_in_place(move || {
+                    q.lock().ack_without(&id, undecodable, crate::now_ms())
+                });
                 if let Err(e) = acked {
                     tracing::error!(error = %e, "recording the collector's ack failed");
                     return Err(Status::internal(e.to_string()));
@@ -301,10 +321,10 @@ impl Forwarder {
             }
             Err(status) if RETRYABLE_CODES.contains(&status.code()) => Err(status),
             Err(status) => {
-                tracing::error!(code = ?status.code(), message = status.message(), batch = %batch.batch_id, "collector refused a batch");
+                tracing::error!(code = ?status.code(), message = status.message(), batch = %batch_id, "collector refused a batch");
                 self.stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
                 let q = Arc::clone(&self.queue);
-                let id = batch.batch_id;
+                let id = batch_id;
                 tokio::task::block_in_place(move || q.lock().reject(&id, crate::now_ms()))
                     .map_err(|e| Status::internal(e.to_string()))?;
                 Ok(false)

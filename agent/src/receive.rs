@@ -13,7 +13,7 @@ use neurocloak_proto::v1::{
     ReferenceBinsResponse, ingest_item,
 };
 use parking_lot::Mutex;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tonic::{Request, Response, Status};
 
 use crate::forward::Collector;
@@ -24,6 +24,10 @@ const MAX_NAME: usize = 256;
 const MAX_LABELS: usize = 100_000;
 /// Pushes written with one write + fdatasync at most.
 const MAX_GROUP: usize = 1024;
+/// Pushes validated at once. Validation builds the SDK's profile from the push (several times
+/// the push's size) and is pure CPU work, so more at once than the runtime has workers only
+/// adds memory: at a window's end every SDK process pushes at the same moment.
+const MAX_VALIDATING: usize = 2;
 
 /// Counters of the receive stage (pushes, not records).
 #[derive(Debug, Default)]
@@ -114,6 +118,7 @@ pub struct Receiver {
     stats: Arc<ReceiveStats>,
     bins_cache: Mutex<HashMap<String, (Instant, ReferenceBinsResponse)>>,
     bins_ttl: Duration,
+    validating: Semaphore,
 }
 
 impl Receiver {
@@ -124,6 +129,7 @@ impl Receiver {
             stats,
             bins_cache: Mutex::new(HashMap::new()),
             bins_ttl: Duration::from_secs(60),
+            validating: Semaphore::new(MAX_VALIDATING),
         }
     }
 }
@@ -192,22 +198,26 @@ pub fn validate(req: PushRequest) -> Result<NewRecord, String> {
             ingest_item::Payload::Reference(r)
         }
     };
-    Ok(NewRecord {
-        sdk_instance: req.sdk_instance,
-        sequence: req.sequence,
-        item: IngestItem {
+    Ok(NewRecord::new(
+        req.sdk_instance,
+        req.sequence,
+        IngestItem {
             payload: Some(payload),
         },
-    })
+    ))
 }
 
 #[tonic::async_trait]
 impl AgentService for Receiver {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
-        let record = validate(request.into_inner()).map_err(|e| {
-            self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-            Status::invalid_argument(e)
-        })?;
+        let record = {
+            // Never closed, so acquiring cannot fail; without a permit, validate anyway.
+            let _permit = self.validating.acquire().await.ok();
+            validate(request.into_inner()).map_err(|e| {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                Status::invalid_argument(e)
+            })?
+        };
         match self.appender.append(record).await {
             Ok(Appended::Stored(_)) => {
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);

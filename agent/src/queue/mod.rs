@@ -27,7 +27,7 @@ use neurocloak_proto::v1::ingest_item::Payload;
 use prost::Message;
 
 use crate::error::AgentError;
-use segment::StoredRecord;
+pub use segment::RawRecord;
 
 /// When appended records are forced to disk before the push is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -110,12 +110,36 @@ impl QueueStats {
     }
 }
 
-/// A push as handed to the queue by the receive stage.
+/// A push as handed to the queue by the receive stage: already encoded, so the decoded push
+/// (several times its wire size) is gone before the push waits for the group commit.
 #[derive(Debug, Clone)]
 pub struct NewRecord {
     pub sdk_instance: String,
     pub sequence: u64,
-    pub item: IngestItem,
+    /// `(window_start_ms, window_length_ms)` of a window part, which decides when it is ready.
+    window: Option<(i64, i64)>,
+    /// See [`segment::encode_tail`].
+    tail: Vec<u8>,
+}
+
+impl NewRecord {
+    pub fn new(sdk_instance: String, sequence: u64, item: IngestItem) -> Self {
+        let window = match &item.payload {
+            Some(Payload::Window(w)) => Some((w.window_start_ms, w.window_length_ms)),
+            _ => None,
+        };
+        Self {
+            tail: segment::encode_tail(sdk_instance.clone(), sequence, item),
+            sdk_instance,
+            sequence,
+            window,
+        }
+    }
+
+    /// Encoded size of the record without its id and arrival time.
+    pub fn encoded_len(&self) -> usize {
+        self.tail.len()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,13 +149,14 @@ pub enum Appended {
     Duplicate,
 }
 
-/// Records read back for forwarding, under one idempotency id.
+/// Records read back for forwarding, under one idempotency id (bodies checksummed, not yet
+/// decoded: see [`RawRecord`]).
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub batch_id: String,
     pub first_id: u64,
     pub last_id: u64,
-    pub records: Vec<StoredRecord>,
+    pub records: Vec<RawRecord>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -241,15 +266,20 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> AgentError {
 /// closed (so parts of other processes can be merged with them), but never longer than the
 /// grace period after they arrived, whatever the SDK's clock said.
 pub fn ready_at(item: &IngestItem, arrival_ms: i64, grace_ms: i64) -> i64 {
-    match &item.payload {
-        Some(Payload::Window(w)) => {
-            let close = w
-                .window_start_ms
-                .saturating_add(w.window_length_ms)
-                .saturating_add(grace_ms);
+    let window = match &item.payload {
+        Some(Payload::Window(w)) => Some((w.window_start_ms, w.window_length_ms)),
+        _ => None,
+    };
+    ready_at_window(window, arrival_ms, grace_ms)
+}
+
+fn ready_at_window(window: Option<(i64, i64)>, arrival_ms: i64, grace_ms: i64) -> i64 {
+    match window {
+        Some((start, length)) => {
+            let close = start.saturating_add(length).saturating_add(grace_ms);
             close.clamp(arrival_ms, arrival_ms.saturating_add(grace_ms))
         }
-        _ => arrival_ms,
+        None => arrival_ms,
     }
 }
 
@@ -457,38 +487,38 @@ impl DiskQueue {
         };
         self.rotate_if_full()?;
         let (seg_first, base) = self.active_segment()?;
-        let mut frames = Vec::new();
+        let path = segment::segment_path(&self.cfg.dir, seg_first);
+        let mut written = 0u64;
         let mut entries = Vec::with_capacity(fresh.len());
+        let file = match self.active.as_mut() {
+            Some((_, file)) => file,
+            None => return Err(AgentError::Queue("no active segment".into())),
+        };
         for (id, r) in fresh {
-            let ready_ms = ready_at(&r.item, now_ms, self.cfg.merge_grace_ms);
-            let framed = segment::frame(&StoredRecord {
-                id,
-                arrival_ms: now_ms,
-                sdk_instance: r.sdk_instance,
-                sequence: r.sequence,
-                item: Some(r.item),
-            });
+            let head = segment::encode_head(id, now_ms);
+            let mut frame = segment::frame_header(&[&head, &r.tail]);
+            frame.extend_from_slice(&head);
+            // The tail is written where it is: copying every push of a group into one buffer
+            // would double the group's memory for the length of the write.
+            file.write_all(&frame)
+                .and_then(|()| file.write_all(&r.tail))
+                .map_err(|e| io("appending to", &path, e))?;
+            let len = (frame.len() + r.tail.len()) as u64;
             entries.push(Entry {
                 id,
                 arrival_ms: now_ms,
-                ready_ms,
+                ready_ms: ready_at_window(r.window, now_ms, self.cfg.merge_grace_ms),
                 segment: seg_first,
-                offset: base + frames.len() as u64,
-                len: framed.len() as u64,
+                offset: base + written,
+                len,
             });
-            frames.extend_from_slice(&framed);
+            written += len;
         }
-        let path = segment::segment_path(&self.cfg.dir, seg_first);
-        let fsync = self.cfg.fsync;
-        if let Some((_, file)) = self.active.as_mut() {
-            file.write_all(&frames)
-                .map_err(|e| io("appending to", &path, e))?;
-            if fsync == FsyncPolicy::Always {
-                file.sync_data().map_err(|e| io("syncing", &path, e))?;
-            }
+        if self.cfg.fsync == FsyncPolicy::Always {
+            file.sync_data().map_err(|e| io("syncing", &path, e))?;
         }
         if let Some(m) = self.segments.get_mut(&seg_first) {
-            m.bytes += frames.len() as u64;
+            m.bytes += written;
             m.max_id = Some(m.max_id.map_or(last_id, |x| x.max(last_id)));
         }
         self.stats.received += entries.len() as u64;
@@ -651,7 +681,7 @@ impl DiskQueue {
             let records = self.read_range(f.first_id, f.last_id);
             if records.is_empty() {
                 // Everything in it turned out unreadable (and is counted): move past it.
-                self.settle(&f.batch_id, None, now_ms)?;
+                self.settle(&f.batch_id, None, 0, now_ms)?;
                 continue;
             }
             return Ok(Some(Batch {
@@ -708,7 +738,7 @@ impl DiskQueue {
     }
 
     /// Reads records back; any that no longer decode are dropped from the queue and counted.
-    fn read_range(&mut self, first: u64, last: u64) -> Vec<StoredRecord> {
+    fn read_range(&mut self, first: u64, last: u64) -> Vec<RawRecord> {
         let mut out = Vec::new();
         let mut bad = Vec::new();
         let mut open: Option<(u64, File)> = None;
@@ -764,7 +794,18 @@ impl DiskQueue {
     /// The collector stored the batch: its records leave the queue. False when the batch was
     /// meanwhile dropped (disk cap), in which case nothing is counted twice.
     pub fn ack(&mut self, batch_id: &str, now_ms: i64) -> Result<bool, AgentError> {
-        self.settle(batch_id, None, now_ms)
+        self.settle(batch_id, None, 0, now_ms)
+    }
+
+    /// Like [`DiskQueue::ack`], for a batch of which `undecodable` records passed their
+    /// checksum but did not decode, so the forwarder left them out: they count as corrupt.
+    pub fn ack_without(
+        &mut self,
+        batch_id: &str,
+        undecodable: u64,
+        now_ms: i64,
+    ) -> Result<bool, AgentError> {
+        self.settle(batch_id, None, undecodable, now_ms)
     }
 
     /// The collector refused the batch for good. A batch of several records is retried one
@@ -784,7 +825,7 @@ impl DiskQueue {
             self.inflight = None;
             self.write_state(now_ms)
         } else {
-            self.settle(batch_id, Some(DropReason::Rejected), now_ms)
+            self.settle(batch_id, Some(DropReason::Rejected), 0, now_ms)
                 .map(|_| ())
         }
     }
@@ -793,6 +834,7 @@ impl DiskQueue {
         &mut self,
         batch_id: &str,
         drop: Option<DropReason>,
+        undecodable: u64,
         now_ms: i64,
     ) -> Result<bool, AgentError> {
         let Some(f) = self.inflight.clone().filter(|f| f.batch_id == batch_id) else {
@@ -805,9 +847,13 @@ impl DiskQueue {
                 n += 1;
             }
         }
+        let undecodable = undecodable.min(n);
+        if undecodable > 0 {
+            self.count_drop(DropReason::Corrupt, undecodable);
+        }
         match drop {
             None => {
-                self.stats.forwarded += n;
+                self.stats.forwarded += n - undecodable;
                 self.stats.batches_acked += 1;
             }
             Some(reason) => self.count_drop(reason, n),
@@ -874,11 +920,11 @@ fn rewrite_segment(path: &Path, scan: &mut segment::Scan) -> Result<Vec<u8>, Age
     Ok(out)
 }
 
-fn read_one(f: &mut File, offset: u64, len: u64) -> Option<StoredRecord> {
+fn read_one(f: &mut File, offset: u64, len: u64) -> Option<RawRecord> {
     let mut buf = vec![0u8; usize::try_from(len).ok()?];
     f.seek(SeekFrom::Start(offset)).ok()?;
     f.read_exact(&mut buf).ok()?;
-    segment::decode_at(&buf, 0).map(|(r, _)| r)
+    segment::unframe_record(buf)
 }
 
 fn read_state(dir: &Path) -> Result<(StateFile, bool), AgentError> {

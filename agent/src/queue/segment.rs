@@ -33,12 +33,91 @@ pub struct StoredRecord {
 
 pub fn frame(record: &StoredRecord) -> Vec<u8> {
     let body = record.encode_to_vec();
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    let mut out = frame_header(&[&body]);
     out.extend_from_slice(&body);
     out
+}
+
+/// Magic, length and CRC of a body given in pieces (their concatenation is the body), so a
+/// large body can be written without first being copied into one buffer.
+pub fn frame_header(pieces: &[&[u8]]) -> Vec<u8> {
+    let mut crc = crc32fast::Hasher::new();
+    let mut len = 0usize;
+    for p in pieces {
+        crc.update(p);
+        len += p.len();
+    }
+    let mut out = Vec::with_capacity(HEADER);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out
+}
+
+/// The part of a [`StoredRecord`] known before the queue numbers it: fields 3–5 encoded.
+/// Protobuf fields may come in any order, so `encode(id, arrival_ms) ++ tail` decodes to the
+/// whole record; the receive stage encodes the tail on its own thread and drops the decoded
+/// push at once instead of holding it until the group commit.
+pub fn encode_tail(sdk_instance: String, sequence: u64, item: IngestItem) -> Vec<u8> {
+    // id and arrival_ms are 0 here, and proto3 does not encode zero scalars.
+    StoredRecord {
+        id: 0,
+        arrival_ms: 0,
+        sdk_instance,
+        sequence,
+        item: Some(item),
+    }
+    .encode_to_vec()
+}
+
+/// Fields 1–2 of a [`StoredRecord`], to be followed by a tail from [`encode_tail`].
+pub fn encode_head(id: u64, arrival_ms: i64) -> Vec<u8> {
+    StoredRecord {
+        id,
+        arrival_ms,
+        ..StoredRecord::default()
+    }
+    .encode_to_vec()
+}
+
+/// Just the id of a stored record: decoding it skips the item by its length, without
+/// building it.
+#[derive(Clone, PartialEq, Message)]
+struct RecordId {
+    #[prost(uint64, tag = "1")]
+    id: u64,
+}
+
+/// A record's body as read back from disk, checksum verified but not decoded: the forwarder
+/// decodes one record at a time while merging, so a batch never exists decoded all at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRecord {
+    pub id: u64,
+    pub body: Vec<u8>,
+}
+
+impl RawRecord {
+    pub fn decode(&self) -> Result<StoredRecord, prost::DecodeError> {
+        StoredRecord::decode(self.body.as_slice())
+    }
+}
+
+/// The body of one frame (magic, length and CRC checked) and its record id.
+pub fn unframe_record(mut frame: Vec<u8>) -> Option<RawRecord> {
+    if frame.get(0..4)? != MAGIC {
+        return None;
+    }
+    let len = u32_at(&frame, 4)? as usize;
+    let end = HEADER.checked_add(len)?;
+    let body = frame.get(HEADER..end)?;
+    if len > MAX_BODY || crc32fast::hash(body) != u32_at(&frame, 8)? {
+        return None;
+    }
+    let id = RecordId::decode(body).ok()?.id;
+    // Reuse the read buffer for the body rather than copying it.
+    frame.truncate(end);
+    frame.drain(..HEADER);
+    Some(RawRecord { id, body: frame })
 }
 
 const STATE_MAGIC: [u8; 4] = *b"NCS1";

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use neurocloak_proto::v1::{LabelBatch, ModelIdentity, WindowProfile};
 use proptest::prelude::*;
 
+use super::segment::StoredRecord;
 use super::*;
 
 fn cfg(dir: &Path) -> QueueConfig {
@@ -31,19 +32,19 @@ fn item(tag: &str) -> IngestItem {
     }
 }
 
-fn tag_of(r: &StoredRecord) -> String {
-    match r.item.as_ref().and_then(|i| i.payload.as_ref()) {
+fn tag_of(r: &RawRecord) -> String {
+    tag_of_item(r.decode().unwrap().item.as_ref())
+}
+
+fn tag_of_item(item: Option<&IngestItem>) -> String {
+    match item.and_then(|i| i.payload.as_ref()) {
         Some(Payload::Labels(b)) => b.identity.clone().unwrap_or_default().project,
         _ => String::new(),
     }
 }
 
 fn rec(inst: &str, seq: u64, tag: &str) -> NewRecord {
-    NewRecord {
-        sdk_instance: inst.into(),
-        sequence: seq,
-        item: item(tag),
-    }
+    NewRecord::new(inst.into(), seq, item(tag))
 }
 
 const ALL: BatchLimits = BatchLimits {
@@ -105,6 +106,43 @@ fn append_forward_ack_and_dedupe() {
 }
 
 #[test]
+fn records_read_back_are_the_records_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = DiskQueue::open(cfg(dir.path())).unwrap();
+    q.append(vec![rec("a", 7, "x"), rec("b", 9, "y")], 1234)
+        .unwrap();
+    let b = q.next_batch(1234, ALL, false).unwrap().unwrap();
+    // Numbered by the queue, the rest as the receive stage encoded it.
+    let got: Vec<StoredRecord> = b.records.iter().map(|r| r.decode().unwrap()).collect();
+    let want = |id, inst: &str, sequence, tag| StoredRecord {
+        id,
+        arrival_ms: 1234,
+        sdk_instance: inst.into(),
+        sequence,
+        item: Some(item(tag)),
+    };
+    assert_eq!(got, vec![want(1, "a", 7, "x"), want(2, "b", 9, "y")]);
+    assert_eq!(b.records.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2]);
+}
+
+#[test]
+fn undecodable_records_of_an_acked_batch_count_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = DiskQueue::open(cfg(dir.path())).unwrap();
+    q.append(
+        vec![rec("a", 1, "x"), rec("a", 2, "y"), rec("a", 3, "z")],
+        0,
+    )
+    .unwrap();
+    let b = q.next_batch(0, ALL, false).unwrap().unwrap();
+    assert!(q.ack_without(&b.batch_id, 1, 0).unwrap());
+    let s = q.stats();
+    assert_eq!((s.received, s.forwarded, s.queued), (3, 2, 0));
+    assert_eq!(s.dropped.get(&DropReason::Corrupt), Some(&1));
+    invariant(&q);
+}
+
+#[test]
 fn batch_in_flight_is_resent_with_the_same_id_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = DiskQueue::open(cfg(dir.path())).unwrap();
@@ -147,15 +185,8 @@ fn window_parts_wait_for_the_grace_period_capped_by_arrival() {
     let mut c = cfg(dir.path());
     c.merge_grace_ms = 500;
     let mut q = DiskQueue::open(c).unwrap();
-    q.append(
-        vec![NewRecord {
-            sdk_instance: "a".into(),
-            sequence: 1,
-            item: window(0),
-        }],
-        1000,
-    )
-    .unwrap();
+    q.append(vec![NewRecord::new("a".into(), 1, window(0))], 1000)
+        .unwrap();
     assert!(q.next_batch(1499, ALL, false).unwrap().is_none());
     assert_eq!(q.ready(1499, false).next_ready_ms, Some(1500));
     assert!(
@@ -297,18 +328,17 @@ impl Harness {
     }
 
     fn append(&mut self, n: usize) -> Vec<u64> {
-        let recs: Vec<NewRecord> = (0..n)
+        let tags: Vec<String> = (0..n)
             .map(|_| {
-                self.seq += 1;
                 self.tags += 1;
-                rec("inst", self.seq, &format!("t{}", self.tags))
+                format!("t{}", self.tags)
             })
             .collect();
-        let tags: Vec<String> = recs
+        let recs: Vec<NewRecord> = tags
             .iter()
-            .map(|r| match &r.item.payload {
-                Some(Payload::Labels(b)) => b.identity.clone().unwrap().project,
-                _ => unreachable!(),
+            .map(|t| {
+                self.seq += 1;
+                rec("inst", self.seq, t)
             })
             .collect();
         let out = self.q().append(recs, 0).unwrap();
