@@ -193,6 +193,16 @@ async fn stable_stream_keeps_trust_high_without_drift_and_streams_scores() {
             .unwrap()
             .starts_with("reference:")
     );
+    // Attribution drift is measured against the reference's importances (fitted once per
+    // reference and reused by every window).
+    for item in items {
+        let explain = &item["evaluation"]["explainability"];
+        assert_eq!(explain["status"], "evaluated", "{explain}");
+        assert!(
+            explain["result"]["attribution_drift"].as_f64().is_some(),
+            "{explain}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

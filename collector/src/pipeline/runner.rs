@@ -84,7 +84,16 @@ pub struct Runner {
     parts_cursor_ms: i64,
     labels_cursor_ms: i64,
     last_tick: Instant,
+    /// Reference importances by (reference id, explain settings): the surrogate fitted on a
+    /// reference's sampled rows is the same for every window of its model version, so it is
+    /// fitted once rather than per window (it is deterministic, so results do not change).
+    reference_importances: std::sync::Mutex<HashMap<(String, String), ReferenceImportances>>,
 }
+
+type ReferenceImportances = Option<BTreeMap<String, f64>>;
+
+/// Cached reference importances kept at most; past it the cache starts over.
+const MAX_CACHED_REFERENCES: usize = 256;
 
 /// Latency of one evaluation, for the benchmark and logs.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +110,7 @@ impl Runner {
             p,
             pending: BTreeMap::new(),
             seen: HashMap::new(),
+            reference_importances: std::sync::Mutex::new(HashMap::new()),
             parts_cursor_ms: start,
             labels_cursor_ms: start,
             last_tick: Instant::now(),
@@ -326,6 +336,33 @@ impl Runner {
             .is_some_and(|t| t.revision == inputs.revision()))
     }
 
+    /// The reference's importances under `config`'s explain settings, fitted on first use.
+    fn reference_importances(
+        &self,
+        id: &str,
+        reference: &ReferenceProfile,
+        config: &neurocloak_evaluate::EvalConfig,
+    ) -> ReferenceImportances {
+        let profile = reference.profile.as_ref()?;
+        let settings = serde_json::to_string(&config.explain).ok()?;
+        let key = (id.to_owned(), settings);
+        let mut cache = self
+            .reference_importances
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hit) = cache.get(&key) {
+            return hit.clone();
+        }
+        let fitted = neurocloak_evaluate::explain::importances(profile, &config.explain)
+            .ok()
+            .map(|(_, importance)| importance);
+        if cache.len() >= MAX_CACHED_REFERENCES {
+            cache.clear();
+        }
+        cache.insert(key, fitted.clone());
+        fitted
+    }
+
     /// Under the lease: reload (parts may have arrived meanwhile), evaluate, store, publish.
     async fn evaluate_held(
         &self,
@@ -362,12 +399,15 @@ impl Runner {
         inputs.history = history.len();
         let scores: Vec<f64> = history.iter().rev().filter_map(|t| t.trust.score).collect();
         let settings = records::project_config(p, &key.project_id).await?;
+        let reference = load_reference(p, key).await?;
         let ctx = EvalContext {
+            reference_importances: reference
+                .as_ref()
+                .and_then(|(id, r)| self.reference_importances(id, r, &settings.evaluation)),
             config: settings.evaluation,
             recent_volumes: history.iter().rev().map(|t| t.rows).collect(),
             ..EvalContext::default()
         };
-        let reference = load_reference(p, key).await?;
         let previous = match &reference {
             Some(_) => None,
             None => merged_window(p, key, start_ms - merged.window_length_ms)
