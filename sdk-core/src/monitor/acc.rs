@@ -500,6 +500,9 @@ pub(crate) struct WindowAcc {
     pub latency: Option<Latency>,
     pub errors: u64,
     extra_features: u64,
+    /// Robustness probes recorded into this window (capped like a merge).
+    pub robustness: Vec<pb::RobustnessProbe>,
+    pub robustness_dropped: u64,
 }
 
 /// Per-row products beyond the columns: group outcomes, samples and prediction records.
@@ -618,6 +621,8 @@ impl WindowAcc {
             latency: None,
             errors: 0,
             extra_features: 0,
+            robustness: Vec::new(),
+            robustness_dropped: 0,
             rows: 0,
             layout: Arc::clone(&layout),
             settings,
@@ -836,6 +841,8 @@ impl WindowAcc {
         w.predictions = self.out.predictions;
         w.predictions_dropped = self.out.predictions_dropped;
         w.extra_features = self.extra_features;
+        w.robustness = self.robustness;
+        w.robustness_dropped = self.robustness_dropped;
         w
     }
 }

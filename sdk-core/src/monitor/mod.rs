@@ -568,6 +568,30 @@ impl Monitor {
         out
     }
 
+    /// Records the result of a robustness probe (the SDK called the real model on perturbed
+    /// rows) into the window open now; `probe_time_ms` is set to the recording time, which is
+    /// what attributes it to that window. The collector scores the window's rows-weighted
+    /// stability. A probe with a non-finite or out-of-range number, no rows or repeats, or an
+    /// oversized or badly named sensitivity map is refused with [`CoreError::InvalidProto`].
+    pub fn record_robustness(&self, mut probe: pb::RobustnessProbe) -> crate::Result<()> {
+        self.check_fork();
+        self.inner.check_open()?;
+        let now = now_ms();
+        probe.probe_time_ms = now;
+        crate::profile::check_probe(&probe)
+            .map_err(|e| crate::error::invalid("RobustnessProbe", e.to_string()))?;
+        self.inner.with_window(now, |acc| {
+            crate::profile::merge_probes(
+                &mut acc.robustness,
+                &mut acc.robustness_dropped,
+                std::slice::from_ref(&probe),
+                0,
+            );
+        });
+        self.kick();
+        Ok(())
+    }
+
     /// Counts one failed prediction.
     pub fn record_error(&self) {
         self.check_fork();

@@ -7,6 +7,7 @@ use neurocloak_proto as pb;
 use super::column::{ColumnProfile, merge_opt};
 use super::outcomes::Outcomes;
 use super::reservoir::{Reservoir, check_record, check_row};
+use super::robustness::{MAX_PROBES, check_probe, merge_probes};
 use crate::CoreError;
 use crate::error::invalid;
 use crate::sketch::Latency;
@@ -65,6 +66,11 @@ pub struct WindowProfile {
     pub extra_features: u64,
     /// Number of process parts merged in.
     pub parts: u32,
+    /// Robustness probes recorded while the window was open, at most
+    /// [`MAX_PROBES`](super::MAX_PROBES), newest first once merged.
+    pub robustness: Vec<pb::RobustnessProbe>,
+    /// Probes of this window not kept because of that cap.
+    pub robustness_dropped: u64,
 }
 
 impl WindowProfile {
@@ -94,6 +100,8 @@ impl WindowProfile {
             predictions_dropped: 0,
             extra_features: 0,
             parts: 1,
+            robustness: Vec::new(),
+            robustness_dropped: 0,
         }
     }
 
@@ -141,6 +149,12 @@ impl WindowProfile {
             .saturating_add(o.predictions_dropped);
         self.extra_features = self.extra_features.saturating_add(o.extra_features);
         self.parts = self.parts.saturating_add(o.parts);
+        merge_probes(
+            &mut self.robustness,
+            &mut self.robustness_dropped,
+            &o.robustness,
+            o.robustness_dropped,
+        );
         Ok(())
     }
 
@@ -196,6 +210,8 @@ impl WindowProfile {
             predictions_dropped: self.predictions_dropped,
             extra_features: self.extra_features,
             parts: self.parts,
+            robustness: self.robustness.clone(),
+            robustness_dropped: self.robustness_dropped,
         }
     }
 
@@ -212,6 +228,7 @@ impl WindowProfile {
             || p.groups.len() > MAX_COLUMNS
             || p.predictions.len() > MAX_RECORDS
             || p.hash_sampled.len() > MAX_RECORDS
+            || p.robustness.len() > MAX_PROBES
         {
             return Err(invalid("WindowProfile", "too many entries"));
         }
@@ -238,6 +255,9 @@ impl WindowProfile {
         }
         for r in &p.predictions {
             check_record(r)?;
+        }
+        for r in &p.robustness {
+            check_probe(r).map_err(|e| invalid("RobustnessProbe", e.to_string()))?;
         }
         Ok(Self {
             identity,
@@ -270,6 +290,8 @@ impl WindowProfile {
             predictions_dropped: p.predictions_dropped,
             extra_features: p.extra_features,
             parts: p.parts,
+            robustness: p.robustness.clone(),
+            robustness_dropped: p.robustness_dropped,
         })
     }
 }

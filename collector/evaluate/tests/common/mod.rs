@@ -470,6 +470,8 @@ pub fn window(s: &Scenario, edges: Option<&BTreeMap<String, Vec<f64>>>) -> Windo
         predictions_dropped: 0,
         extra_features: 0,
         parts: 1,
+        robustness: Vec::new(),
+        robustness_dropped: 0,
     }
 }
 
