@@ -31,6 +31,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/projects", get(projects))
         .route("/api/v1/projects/{project}/models", get(models))
         .route(
@@ -98,6 +99,15 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Unauthenticated: the document describes the API and holds no data.
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::DOCUMENT,
     )
         .into_response()
 }

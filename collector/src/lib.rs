@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod openapi;
 pub mod pipeline;
 pub mod retention;
 pub mod schedule;
