@@ -9,7 +9,7 @@ mod pipeline_support;
 use std::time::Duration;
 
 use neurocloak_proto::v1::query_service_client::QueryServiceClient;
-use neurocloak_proto::v1::{WatchRequest, live_update};
+use neurocloak_proto::v1::{RobustnessProbe, WatchRequest, WindowProfile, live_update};
 use pipeline_support::*;
 use serde_json::{Value as Json, json};
 
@@ -251,6 +251,118 @@ async fn shifted_feature_is_flagged_on_that_feature_and_lowers_trust() {
     assert!(
         reasons.contains("x2"),
         "reasons name the feature: {reasons}"
+    );
+}
+
+/// A window part holding only robustness probes, recorded by the SDK's `Monitor` the way a
+/// probing process would (no rows), filed under the scenario's window.
+fn probe_part(model: &str, probes: &[(f64, u64)], start_ms: i64) -> WindowProfile {
+    let sink = std::sync::Arc::new(neurocloak_core::MemorySink::new());
+    let m = neurocloak_core::Monitor::with_sink(config(model, "v1"), sink.clone()).unwrap();
+    for &(stability, rows) in probes {
+        m.record_robustness(RobustnessProbe {
+            stability,
+            rows,
+            repeats: 5,
+            noise: 0.1,
+            dropout: 0.1,
+            discrete: true,
+            feature_sensitivity: [("x1".to_owned(), 1.0 - stability)].into(),
+            probe_time_ms: 0,
+        })
+        .unwrap();
+    }
+    m.flush(Duration::from_secs(5)).unwrap();
+    let mut parts = sink.take_windows();
+    assert_eq!(parts.len(), 1);
+    let mut w = parts.remove(0);
+    w.window_start_ms = start_ms;
+    w
+}
+
+fn component(t: &Json, name: &str) -> f64 {
+    t["trust"]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == name)
+        .and_then(|c| c["score"].as_f64())
+        .unwrap_or_else(|| panic!("no {name} score in {t}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_stability_probe_lowers_robustness_and_trust_of_its_window() {
+    let s = setup();
+    // Identical traffic for every model; only the probes that come with the window differ.
+    let cases: [(&str, &[(f64, u64)]); 3] = [
+        ("probe-none", &[]),
+        ("probe-high", &[(1.0, 200)]),
+        // Rows-weighted: (0.5·300 + 0.8·100) / 400 = 0.575.
+        ("probe-low", &[(0.5, 300), (0.8, 100)]),
+    ];
+    let at = start(0);
+    let mut trust = Vec::new();
+    for (model, probes) in cases {
+        let reference = reference(model, "v1");
+        let edges = reference.edges();
+        push(
+            s.collector.grpc,
+            &s.key,
+            &format!("{model}-ref"),
+            vec![reference_item(reference.to_proto())],
+        )
+        .await;
+        let (w, _) = window(model, "v1", &edges, &Traffic::stable(7), at);
+        let mut items = vec![window_item(w)];
+        if !probes.is_empty() {
+            items.push(window_item(probe_part(model, probes, at)));
+        }
+        push(s.collector.grpc, &s.key, &format!("{model}-w"), items).await;
+        trust.push(wait_trust(
+            s.collector.http,
+            &s.key,
+            model,
+            "v1",
+            at,
+            WAIT,
+            |_| true,
+        ));
+    }
+    let [none, high, low] = [&trust[0], &trust[1], &trust[2]];
+    let stability = |t: &Json| t["metrics"]["robustness"]["perturbation_stability"].clone();
+    assert_eq!(stability(none), Json::Null, "{none}");
+    assert_eq!(stability(high).as_f64(), Some(1.0), "{high}");
+    let s_low = stability(low).as_f64().unwrap();
+    assert!(
+        (s_low - 0.575).abs() < 1e-9,
+        "rows-weighted stability {s_low}"
+    );
+    let (r_none, r_high, r_low) = (
+        component(none, "robustness"),
+        component(high, "robustness"),
+        component(low, "robustness"),
+    );
+    assert!(
+        r_low < r_high && r_low < r_none,
+        "robustness {r_low} vs {r_high} / {r_none}"
+    );
+    assert_eq!(r_high, r_none, "a fully stable probe costs nothing");
+    assert!(
+        score(low) < score(high),
+        "trust {} vs {}",
+        score(low),
+        score(high)
+    );
+    assert!(
+        score(low) < score(none),
+        "trust {} vs {}",
+        score(low),
+        score(none)
+    );
+    let reasons = low["trust"]["reasons"].to_string();
+    assert!(
+        reasons.contains(&format!("perturbation stability {s_low:.2}")),
+        "reasons name the probe: {reasons}"
     );
 }
 

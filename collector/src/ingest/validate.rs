@@ -305,6 +305,29 @@ impl Validator<'_> {
             })?;
             self.scores(&format!("{path}.predictions[{i}].scores"), &p.scores)?;
         }
+        self.probes(path, w)
+    }
+
+    /// Robustness probes: the SDK's own check, so whatever the SDK records is accepted and a
+    /// hostile number is refused with its path rather than skewing the trust score.
+    fn probes(&self, path: &str, w: &WindowProfile) -> Check {
+        let max = neurocloak_core::profile::MAX_PROBES;
+        if w.robustness.len() > max {
+            return Err(reject(
+                "count",
+                &format!("{path}.robustness"),
+                format!("{} probes, limit {max}", w.robustness.len()),
+            ));
+        }
+        for (i, p) in w.robustness.iter().enumerate() {
+            neurocloak_core::profile::check_probe(p).map_err(|e| {
+                reject(
+                    "robustness",
+                    &format!("{path}.robustness[{i}].{}", e.field),
+                    e.why,
+                )
+            })?;
+        }
         Ok(())
     }
 
@@ -632,6 +655,79 @@ mod tests {
         let r = rejected(&batch(Payload::Window(w)));
         assert!(
             r.message.starts_with("items[0].window.identity.version"),
+            "{}",
+            r.message
+        );
+    }
+
+    fn probe() -> neurocloak_proto::v1::RobustnessProbe {
+        neurocloak_proto::v1::RobustnessProbe {
+            stability: 0.9,
+            rows: 100,
+            repeats: 5,
+            noise: 0.05,
+            dropout: 0.0,
+            discrete: true,
+            feature_sensitivity: [("age".to_owned(), 0.1)].into(),
+            probe_time_ms: 120_500,
+        }
+    }
+
+    #[test]
+    fn hostile_robustness_probes_name_their_field() {
+        let mut w = window();
+        w.robustness = vec![probe(), probe()];
+        assert!(check(&batch(Payload::Window(w))).is_ok());
+        type Spoil = fn(&mut neurocloak_proto::v1::RobustnessProbe);
+        let cases: [(Spoil, &str); 9] = [
+            (|p| p.stability = f64::NAN, "stability"),
+            (|p| p.stability = f64::INFINITY, "stability"),
+            (|p| p.stability = 1.01, "stability"),
+            (|p| p.dropout = -0.1, "dropout"),
+            (|p| p.noise = f64::NEG_INFINITY, "noise"),
+            (|p| p.rows = 0, "rows"),
+            (|p| p.repeats = 0, "repeats"),
+            (
+                |p| {
+                    p.feature_sensitivity.insert("age".into(), f64::NAN);
+                },
+                "feature_sensitivity[\"age\"]",
+            ),
+            (
+                |p| {
+                    p.feature_sensitivity.insert("x".repeat(10_000), 0.5);
+                },
+                "feature_sensitivity[",
+            ),
+        ];
+        for (spoil, field) in cases {
+            let mut w = window();
+            let mut bad = probe();
+            spoil(&mut bad);
+            w.robustness = vec![probe(), bad];
+            let r = rejected(&batch(Payload::Window(w)));
+            let want = format!("items[0].window.robustness[1].{field}");
+            assert!(r.message.starts_with(&want), "{} (want {want})", r.message);
+            assert_eq!(r.reason, "robustness");
+        }
+        let mut w = window();
+        w.robustness = vec![probe(); neurocloak_core::profile::MAX_PROBES + 1];
+        let r = rejected(&batch(Payload::Window(w)));
+        assert!(
+            r.message
+                .starts_with("items[0].window.robustness: 17 probes"),
+            "{}",
+            r.message
+        );
+        let mut w = window();
+        w.robustness = vec![probe()];
+        w.robustness[0].feature_sensitivity = (0..=neurocloak_core::profile::MAX_PROBE_FEATURES)
+            .map(|i| (format!("f{i}"), 0.0))
+            .collect();
+        let r = rejected(&batch(Payload::Window(w)));
+        assert!(
+            r.message
+                .starts_with("items[0].window.robustness[0].feature_sensitivity: 2001 features"),
             "{}",
             r.message
         );

@@ -406,7 +406,8 @@ impl Runner {
                 .and_then(|(id, r)| self.reference_importances(id, r, &settings.evaluation)),
             config: settings.evaluation,
             recent_volumes: history.iter().rev().map(|t| t.rows).collect(),
-            ..EvalContext::default()
+            // The SDK's probes called the real model; ingest checked each one.
+            perturbation_stability: neurocloak_core::profile::window_stability(&merged.robustness),
         };
         let previous = match &reference {
             Some(_) => None,
