@@ -689,6 +689,36 @@ impl PyMonitor {
         self.record_latency(latency)
     }
 
+    /// Records a robustness probe's result into the window open now (the core validates it:
+    /// a bad number raises `ProtocolError` naming the field).
+    #[pyo3(signature = (*, stability, rows, repeats, noise, dropout, discrete, feature_sensitivity))]
+    #[allow(clippy::too_many_arguments)]
+    fn _record_robustness(
+        &self,
+        py: Python<'_>,
+        stability: f64,
+        rows: u64,
+        repeats: u32,
+        noise: f64,
+        dropout: f64,
+        discrete: bool,
+        feature_sensitivity: BTreeMap<String, f64>,
+    ) -> PyResult<()> {
+        fork::pass(py);
+        self.core
+            .record_robustness(neurocloak_proto::v1::RobustnessProbe {
+                stability,
+                rows,
+                repeats,
+                noise,
+                dropout,
+                discrete,
+                feature_sensitivity,
+                probe_time_ms: 0,
+            })
+            .map_err(|e| PyCoreError(e).into())
+    }
+
     /// Close open windows and wait until the agent has everything; False on timeout.
     #[pyo3(signature = (timeout = 5.0))]
     fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {

@@ -40,6 +40,25 @@ pub fn window_to_dict<'py>(py: Python<'py>, w: &pb::WindowProfile) -> PyResult<B
     let reservoir = w.reservoir.as_ref().map_or(0, |r| r.rows.len());
     d.set_item("reservoir_rows", reservoir)?;
     d.set_item("groups", w.groups.keys().collect::<Vec<_>>())?;
+    let probes = PyList::empty(py);
+    for p in &w.robustness {
+        let pd = PyDict::new(py);
+        pd.set_item("stability", p.stability)?;
+        pd.set_item("rows", p.rows)?;
+        pd.set_item("repeats", p.repeats)?;
+        pd.set_item("noise", p.noise)?;
+        pd.set_item("dropout", p.dropout)?;
+        pd.set_item("discrete", p.discrete)?;
+        pd.set_item("feature_sensitivity", &p.feature_sensitivity)?;
+        pd.set_item("probe_time_ms", p.probe_time_ms)?;
+        probes.append(pd)?;
+    }
+    d.set_item("robustness", probes)?;
+    d.set_item("robustness_dropped", w.robustness_dropped)?;
+    d.set_item(
+        "perturbation_stability",
+        neurocloak_core::profile::window_stability(&w.robustness),
+    )?;
     Ok(d)
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import numpy as np
@@ -71,3 +72,65 @@ def test_invalid_arguments(make_monitor: Make, kwargs: dict[str, Any]) -> None:
 def test_predict_returning_wrong_shape(make_monitor: Make) -> None:
     with pytest.raises(ValueError, match="one prediction per row"):
         make_monitor().probe_robustness(lambda X: np.zeros(3), data())
+
+
+def test_probe_is_recorded_into_the_open_window(make_monitor: Make) -> None:
+    X = data()
+    model = LogisticRegression().fit(X, (X["a"] > 0).astype(int))
+    mon = make_monitor()
+    shaky = mon.probe_robustness(model.predict, X, noise=1.0, samples=300, repeats=2)
+    steady = mon.probe_robustness(lambda b: np.zeros(len(b), dtype=int), X, samples=100, repeats=2)
+    [window] = mon.windows()
+    probes = sorted(window["robustness"], key=lambda p: p["rows"])
+    assert [p["rows"] for p in probes] == [100, 300]
+    assert probes[1]["stability"] == shaky.stability
+    assert probes[1]["feature_sensitivity"] == shaky.feature_sensitivity
+    assert probes[1]["noise"] == 1.0 and probes[1]["repeats"] == 2 and probes[1]["discrete"]
+    assert probes[0]["stability"] == steady.stability == 1.0
+    expected = (300 * shaky.stability + 100 * 1.0) / 400
+    assert window["perturbation_stability"] == pytest.approx(expected, abs=1e-12)
+    assert window["robustness_dropped"] == 0
+    assert window["rows"] == 0  # a probe alone still ships its window
+
+
+def report(**changes: Any) -> neurocloak.RobustnessReport:
+    base = dict(rows=10, repeats=2, noise=0.1, dropout=0.0, discrete=True, stability=0.9, flip_rate=0.1,
+                mean_abs_change=None, feature_sensitivity={"a": 0.1})
+    base.update(changes)
+    return neurocloak.RobustnessReport(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"stability": float("nan")}, "stability"),
+        ({"stability": 1.5}, "stability"),
+        ({"noise": float("inf")}, "noise"),
+        ({"dropout": -0.1}, "dropout"),
+        ({"rows": 0}, "rows"),
+        ({"repeats": 0}, "repeats"),
+        ({"feature_sensitivity": {"a": float("-inf")}}, 'feature_sensitivity["a"]'),
+        ({"feature_sensitivity": {"": 0.5}}, 'feature_sensitivity[""]'),
+        ({"feature_sensitivity": {f"f{i}": 0.0 for i in range(2001)}}, "feature_sensitivity"),
+    ],
+)
+def test_a_bad_report_is_refused_naming_its_field(make_monitor: Make, changes: dict[str, Any], field: str) -> None:
+    mon = make_monitor()
+    with pytest.raises(neurocloak.errors.ProtocolError, match=re.escape(field)):
+        mon.record_robustness(report(**changes))
+    mon.record_robustness(report())
+    [window] = mon.windows()
+    assert len(window["robustness"]) == 1, "the refused report left nothing behind"
+
+
+@pytest.mark.parametrize("changes", [{"rows": -1}, {"repeats": 2**32}, {"stability": "high"}])
+def test_wrong_types_are_type_errors(make_monitor: Make, changes: dict[str, Any]) -> None:
+    with pytest.raises((TypeError, OverflowError)):
+        make_monitor().record_robustness(report(**changes))
+
+
+def test_a_predict_returning_nan_raises_instead_of_recording_nan(make_monitor: Make) -> None:
+    mon = make_monitor()
+    with pytest.warns(RuntimeWarning), pytest.raises(neurocloak.errors.ProtocolError, match="stability"):
+        mon.probe_robustness(lambda b: np.full(len(b), np.nan), data())
+    assert mon.windows() == []

@@ -184,8 +184,35 @@ class Monitor(_native.Monitor):
         seed: int = 0,
     ) -> RobustnessReport:
         """Perturb up to ``samples`` rows of ``X`` and call the real ``predict`` on
-        them; see :func:`neurocloak.robustness.probe`."""
-        return probe(predict, X, noise=noise, dropout=dropout, samples=samples, repeats=repeats, seed=seed)
+        them (see :func:`neurocloak.robustness.probe`), record the result into the
+        window open now (:meth:`record_robustness`) and return it.
+
+        The collector scores the window's rows-weighted stability in its robustness
+        evaluation and trust score. A result that cannot be recorded (a stability
+        that is not a number because ``predict`` returned NaN) raises
+        :class:`neurocloak.errors.ProtocolError`; nothing is recorded then.
+        """
+        report = probe(predict, X, noise=noise, dropout=dropout, samples=samples, repeats=repeats, seed=seed)
+        self.record_robustness(report)
+        return report
+
+    def record_robustness(self, report: RobustnessReport) -> None:
+        """Record a robustness probe's result into the window open now, so that it
+        reaches the collector with that window. Numbers must be finite and in range
+        (stability, dropout and sensitivities in [0, 1], noise >= 0, rows and
+        repeats >= 1, at most 2000 features); otherwise
+        :class:`neurocloak.errors.ProtocolError` names the field. A window keeps its
+        16 most recent probes.
+        """
+        self._record_robustness(
+            stability=report.stability,
+            rows=report.rows,
+            repeats=report.repeats,
+            noise=report.noise,
+            dropout=report.dropout,
+            discrete=report.discrete,
+            feature_sensitivity=report.feature_sensitivity,
+        )
 
 
 def _before_fork() -> None:
