@@ -1,8 +1,11 @@
-//! `admin` commands: bootstrap an organization + project + key, create and revoke keys, and
-//! enqueue test jobs. Each prints one JSON object on stdout, so scripts can read it.
+//! `admin` commands: bootstrap an organization + project + key, create and revoke keys,
+//! enqueue test jobs and verify audit chains. Each prints one JSON object on stdout, so scripts
+//! can read it. Every change is an audited action of [`ADMIN_CLI`] (`crate::audit`).
 
 use serde::Serialize;
+use serde_json::json;
 
+use crate::audit::{self, ADMIN_CLI, Action, GLOBAL_CHAIN};
 use crate::auth;
 use crate::schedule::TEST_JOB;
 use crate::store::{JobRecord, Organization, Project, Scope, SharedStore, now_ms};
@@ -41,8 +44,11 @@ pub async fn bootstrap(
 ) -> Result<CreatedKey> {
     check_slug("organization", org)?;
     check_slug("project", project)?;
+    if store.get_project(project).await?.is_some() {
+        return Err(Error::Conflict(format!("project {project}")));
+    }
     let now = now_ms();
-    match store
+    let created_org = match store
         .create_organization(&Organization {
             id: org.into(),
             name: org.into(),
@@ -50,17 +56,36 @@ pub async fn bootstrap(
         })
         .await
     {
-        Ok(()) | Err(Error::Conflict(_)) => {}
+        Ok(()) => true,
+        Err(Error::Conflict(_)) => false,
         Err(e) => return Err(e),
+    };
+    if created_org {
+        // Whether the organization is new is only known once its insert wins, so this one
+        // entry follows the change instead of preceding it.
+        let a = Action::new(
+            GLOBAL_CHAIN,
+            ADMIN_CLI,
+            "organization.create",
+            &format!("organization/{org}"),
+            json!({}),
+        );
+        audit::append(&**store, &a).await?;
     }
-    store
-        .create_project(&Project {
-            id: project.into(),
-            org_id: org.into(),
-            name: project.into(),
-            created_ms: now,
-        })
-        .await?;
+    let a = Action::new(
+        project,
+        ADMIN_CLI,
+        "project.create",
+        &format!("project/{project}"),
+        json!({ "org": org, "name": project }),
+    );
+    let p = Project {
+        id: project.into(),
+        org_id: org.into(),
+        name: project.into(),
+        created_ms: now,
+    };
+    audit::record(&**store, a, store.create_project(&p), ToString::to_string).await?;
     create_key(store, project, key_name, &[Scope::Ingest, Scope::Read]).await
 }
 
@@ -77,7 +102,16 @@ pub async fn create_key(
         return Err(Error::NotFound(format!("project {project}")));
     }
     let key = auth::generate(project, name, scopes)?;
-    store.insert_api_key(&key.record).await?;
+    // The prefix is public (it is how the key is looked up); the key and its hash are not.
+    let a = Action::new(
+        project,
+        ADMIN_CLI,
+        "api_key.create",
+        &format!("api_key/{}", key.record.prefix),
+        json!({ "name": name, "scopes": scopes }),
+    );
+    let insert = store.insert_api_key(&key.record);
+    audit::record(&**store, a, insert, ToString::to_string).await?;
     Ok(CreatedKey {
         project: project.into(),
         key_prefix: key.record.prefix,
@@ -89,15 +123,48 @@ pub async fn create_key(
 /// Accepts either the key's prefix or the whole key.
 pub async fn revoke_key(store: &SharedStore, key_or_prefix: &str) -> Result<String> {
     let prefix = auth::parse_prefix(key_or_prefix).unwrap_or(key_or_prefix);
-    if store.revoke_api_key(prefix, now_ms()).await? {
-        Ok(prefix.to_owned())
-    } else {
-        Err(Error::NotFound(format!("api key {prefix}")))
-    }
+    let not_found = || Error::NotFound(format!("api key {prefix}"));
+    let record = store.find_api_key(prefix).await?.ok_or_else(not_found)?;
+    let a = Action::new(
+        &record.project_id,
+        ADMIN_CLI,
+        "api_key.revoke",
+        &format!("api_key/{prefix}"),
+        json!({ "name": record.name, "already_revoked_ms": record.revoked_ms }),
+    );
+    let revoke = async {
+        match store.revoke_api_key(prefix, now_ms()).await? {
+            true => Ok(prefix.to_owned()),
+            false => Err(not_found()),
+        }
+    };
+    audit::record(&**store, a, revoke, ToString::to_string).await
 }
 
 /// Inserts `count` test jobs named `<prefix>-<i>`; returns how many were new.
 pub async fn enqueue_test_jobs(
+    store: &SharedStore,
+    prefix: &str,
+    count: u32,
+    work_ms: i64,
+) -> Result<u32> {
+    let a = Action::new(
+        GLOBAL_CHAIN,
+        ADMIN_CLI,
+        "jobs.enqueue_test",
+        &format!("jobs/{prefix}"),
+        json!({ "count": count, "work_ms": work_ms }),
+    );
+    audit::record(
+        &**store,
+        a,
+        insert_test_jobs(store, prefix, count, work_ms),
+        |e| e.to_string(),
+    )
+    .await
+}
+
+async fn insert_test_jobs(
     store: &SharedStore,
     prefix: &str,
     count: u32,
@@ -117,4 +184,19 @@ pub async fn enqueue_test_jobs(
         }
     }
     Ok(created)
+}
+
+/// Verifies the audit chain of `project` (or the global chain when None).
+pub async fn verify_audit(
+    store: &SharedStore,
+    project: Option<&str>,
+) -> Result<audit::Verification> {
+    let chain = match project {
+        Some(p) => {
+            check_slug("project", p)?;
+            p
+        }
+        None => GLOBAL_CHAIN,
+    };
+    audit::verify(&**store, chain).await
 }

@@ -4,6 +4,10 @@
 //! need a key with the `read` scope; writes (rules, channels) and acknowledgements need the
 //! `admin` scope. A key only sees its own project. Errors answer `{"error": "..."}`; rule
 //! validation problems answer 400 (not a rule at all) or 422 (every violation listed).
+//!
+//! Every write is an audited action of the calling key (`crate::audit::record`): a request
+//! refused by its checks leaves no entry, one that passes them is recorded before the change
+//! is made. `…/audit` lists a project's entries and `…/audit/verify` checks its chain.
 
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -12,20 +16,24 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use neurocloak_alert::{Channel, Rule};
+use neurocloak_alert::engine::MAX_USER_LEN;
+use neurocloak_alert::{AlertError, Channel, Rule, Status};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::Error;
+use crate::audit::{self, Action};
 use crate::auth::{Authenticator, Caller, Denied};
 use crate::ingest::API_KEY_HEADER;
 use crate::pipeline::alerts::{self, AlertFailure};
 use crate::pipeline::records::{
-    ProjectEvalConfig, RangeQuery, list_evaluations, list_trust, project_config, put_project_config,
+    ProjectEvalConfig, RangeQuery, list_evaluations, list_trust, parse, project_config,
+    put_project_config,
 };
-use crate::pipeline::{LiveEvent, Pipeline, query};
-use crate::store::{PageRequest, Scope};
+use crate::pipeline::{LiveEvent, Pipeline, join_id, query};
+use crate::store::eval::Coll;
+use crate::store::{AuditQuery, PageRequest, Scope};
 
 /// Largest JSON body accepted by the write routes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -70,6 +78,8 @@ pub fn router(p: Pipeline) -> Router {
             &format!("{project}/evaluation-config"),
             get(eval_config).put(put_eval_config),
         )
+        .route(&format!("{project}/audit"), get(audit_list))
+        .route(&format!("{project}/audit/verify"), get(audit_verify))
         .with_state(state)
 }
 
@@ -300,15 +310,62 @@ fn parse_rule(body: &[u8]) -> ApiResult<Rule> {
     Rule::from_json(body).map_err(|e| ApiError(status(e.http_status()), e.to_string()))
 }
 
+/// Runs `op` as an audited change of `caller` in the project's chain.
+async fn audited<T>(
+    s: &EvalApi,
+    caller: &Caller,
+    action: &str,
+    target: String,
+    detail: Value,
+    op: impl std::future::Future<Output = ApiResult<T>>,
+) -> ApiResult<T> {
+    let actor = audit::key_actor(&caller.key_prefix);
+    let a = Action::new(&caller.project_id, &actor, action, &target, detail);
+    audit::record(&*s.p.store, a, op, |e: &ApiError| {
+        format!("{} {}", e.0.as_u16(), e.1)
+    })
+    .await
+}
+
+/// The checks `alerts::put_rule` makes, run before the change is audited so that a refused
+/// rule leaves no entry.
+async fn check_rule(s: &EvalApi, project: &str, rule: &Rule) -> ApiResult<()> {
+    if rule.project != project {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "invalid rule: project: {:?} is not this project ({project:?})",
+                rule.project
+            ),
+        ));
+    }
+    let channels = alerts::channel_ids(&s.p, project).await?;
+    rule.validate(&channels)
+        .map_err(|e| ApiError::from(AlertFailure::from(e)))
+}
+
 async fn create_rule(
     State(s): State<EvalApi>,
     headers: HeaderMap,
     Path(project): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    let caller = authorize(&s, &headers, None, &project, Scope::Admin).await?;
     let rule = parse_rule(&body)?;
-    alerts::put_rule(&s.p, &project, &rule, true).await?;
+    check_rule(&s, &project, &rule).await?;
+    if alerts::get_rule(&s.p, &project, &rule.id).await?.is_some() {
+        return Err(Error::Conflict(format!("rule {}", rule.id)).into());
+    }
+    let target = format!("rule/{}", rule.id);
+    audited(
+        &s,
+        &caller,
+        "rule.create",
+        target,
+        json!({ "rule": rule }),
+        async { Ok(alerts::put_rule(&s.p, &project, &rule, true).await?) },
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(json!(rule))))
 }
 
@@ -318,7 +375,7 @@ async fn replace_rule(
     Path((project, id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    let caller = authorize(&s, &headers, None, &project, Scope::Admin).await?;
     let rule = parse_rule(&body)?;
     if rule.id != id {
         return Err(ApiError(
@@ -329,7 +386,17 @@ async fn replace_rule(
             ),
         ));
     }
-    alerts::put_rule(&s.p, &project, &rule, false).await?;
+    check_rule(&s, &project, &rule).await?;
+    let target = format!("rule/{}", rule.id);
+    audited(
+        &s,
+        &caller,
+        "rule.replace",
+        target,
+        json!({ "rule": rule }),
+        async { Ok(alerts::put_rule(&s.p, &project, &rule, false).await?) },
+    )
+    .await?;
     Ok(Json(json!(rule)))
 }
 
@@ -338,12 +405,25 @@ async fn delete_rule(
     headers: HeaderMap,
     Path((project, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    authorize(&s, &headers, None, &project, Scope::Admin).await?;
-    if alerts::delete_rule(&s.p, &project, &id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError(StatusCode::NOT_FOUND, format!("rule {id}")))
+    let caller = authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    let not_found = || ApiError(StatusCode::NOT_FOUND, format!("rule {id}"));
+    if alerts::get_rule(&s.p, &project, &id).await?.is_none() {
+        return Err(not_found());
     }
+    audited(
+        &s,
+        &caller,
+        "rule.delete",
+        format!("rule/{id}"),
+        json!({}),
+        async {
+            match alerts::delete_rule(&s.p, &project, &id).await? {
+                true => Ok(StatusCode::NO_CONTENT),
+                false => Err(not_found()),
+            }
+        },
+    )
+    .await
 }
 
 async fn backtest(
@@ -405,7 +485,7 @@ async fn put_channel(
     Path(project): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    let caller = authorize(&s, &headers, None, &project, Scope::Admin).await?;
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -413,7 +493,16 @@ async fn put_channel(
         ));
     }
     let channel: Channel = parse_strict(&body, "channel")?;
-    alerts::put_channel(&s.p, &project, &channel).await?;
+    channel
+        .validate()
+        .map_err(|e| ApiError::from(AlertFailure::from(e)))?;
+    // Only the id and kind: the URL and signing secret never enter the audit trail.
+    let detail = json!({ "id": channel.id, "kind": channel.kind });
+    let target = format!("channel/{}", channel.id);
+    audited(&s, &caller, "channel.put", target, detail, async {
+        Ok(alerts::put_channel(&s.p, &project, &channel).await?)
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": channel.id, "kind": channel.kind })),
@@ -425,12 +514,25 @@ async fn delete_channel(
     headers: HeaderMap,
     Path((project, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    authorize(&s, &headers, None, &project, Scope::Admin).await?;
-    if alerts::delete_channel(&s.p, &project, &id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError(StatusCode::NOT_FOUND, format!("channel {id}")))
+    let caller = authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    let not_found = || ApiError(StatusCode::NOT_FOUND, format!("channel {id}"));
+    if !alerts::channel_ids(&s.p, &project).await?.contains(&id) {
+        return Err(not_found());
     }
+    audited(
+        &s,
+        &caller,
+        "channel.delete",
+        format!("channel/{id}"),
+        json!({}),
+        async {
+            match alerts::delete_channel(&s.p, &project, &id).await? {
+                true => Ok(StatusCode::NO_CONTENT),
+                false => Err(not_found()),
+            }
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -508,7 +610,7 @@ async fn put_eval_config(
     Path(project): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    let caller = authorize(&s, &headers, None, &project, Scope::Admin).await?;
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -516,12 +618,25 @@ async fn put_eval_config(
         ));
     }
     let c: ProjectEvalConfig = parse_strict(&body, "config")?;
-    put_project_config(&s.p, &project, &c)
-        .await
-        .map_err(|e| match e {
-            Error::Invalid(m) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, m),
-            other => other.into(),
-        })?;
+    let unprocessable = |e: Error| match e {
+        Error::Invalid(m) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, m),
+        other => other.into(),
+    };
+    c.validate().map_err(unprocessable)?;
+    let target = "evaluation-config".to_owned();
+    audited(
+        &s,
+        &caller,
+        "evaluation_config.replace",
+        target,
+        json!({ "config": c }),
+        async {
+            put_project_config(&s.p, &project, &c)
+                .await
+                .map_err(unprocessable)
+        },
+    )
+    .await?;
     Ok(Json(json!(c)))
 }
 
@@ -536,7 +651,7 @@ async fn ack(
     Path((project, dedup)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    authorize(&s, &headers, None, &project, Scope::Admin).await?;
+    let caller = authorize(&s, &headers, None, &project, Scope::Admin).await?;
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -545,8 +660,86 @@ async fn ack(
     }
     let b: AckBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed body: {e}")))?;
-    let view = alerts::acknowledge(&s.p, &project, &dedup, &b.by).await?;
+    // The engine's own refusals, checked before the change is audited.
+    let stored =
+        s.p.docs
+            .get(Coll::Alerts, &join_id(&[&project, &dedup]))
+            .await?
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("alert {dedup}")))?;
+    let current: alerts::AlertView = parse(&stored)?;
+    let refused = |e: AlertError| ApiError::from(AlertFailure::from(e));
+    if b.by.trim().is_empty() || b.by.len() > MAX_USER_LEN {
+        return Err(refused(AlertError::InvalidArgument(format!(
+            "user must be 1..={MAX_USER_LEN} bytes"
+        ))));
+    }
+    if current.alert.status != Status::Firing {
+        return Err(refused(AlertError::NotFiring {
+            dedup_key: dedup.clone(),
+            status: current.alert.status.as_str().to_owned(),
+        }));
+    }
+    let detail = json!({ "by": b.by, "rule_id": current.rule_id, "scope": current.scope });
+    let view = audited(
+        &s,
+        &caller,
+        "alert.acknowledge",
+        format!("alert/{dedup}"),
+        detail,
+        async { Ok(alerts::acknowledge(&s.p, &project, &dedup, &b.by).await?) },
+    )
+    .await?;
     Ok(Json(json!(view)))
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditParams {
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET …/audit?from_ms&to_ms&limit&cursor`: the project's audit entries, newest first.
+async fn audit_list(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    Query(q): Query<AuditParams>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    let query = AuditQuery {
+        chain: project,
+        from_ms: q.from_ms.unwrap_or(i64::MIN),
+        to_ms: q.to_ms.unwrap_or(i64::MAX),
+    };
+    if query.from_ms > query.to_ms {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "from_ms is after to_ms".into(),
+        ));
+    }
+    let page = PageRequest {
+        cursor: q.cursor,
+        limit: q.limit.unwrap_or(100),
+    };
+    let got = s.p.store.list_audit(&query, &page).await?;
+    Ok(page_json(got.items, got.next))
+}
+
+/// `GET …/audit/verify`: `{ok, entries, first_bad_seq?, reason?, head_hash?}`, 200 either way
+/// (a broken chain is a finding, not a failed request).
+async fn audit_verify(
+    State(s): State<EvalApi>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, None, &project, Scope::Read).await?;
+    let v = audit::verify(&*s.p.store, &project).await?;
+    if !v.ok {
+        s.p.metrics.reject("audit_chain_broken");
+    }
+    Ok(Json(json!(v)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,11 +8,13 @@
 //! - [`api`] serves health, Prometheus metrics and the read API over HTTP;
 //! - [`pipeline`] evaluates closed windows, scores trust and runs alerts; [`api_eval`] serves
 //!   their REST routes and the live WebSocket;
+//! - [`audit`] keeps the hash-chained audit trail of every state-changing operation;
 //! - [`server`] wires them into the `serve` command, [`admin`] runs the `admin` commands.
 
 pub mod admin;
 pub mod api;
 pub mod api_eval;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -2,11 +2,11 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use neurocloak_collector::admin;
 use neurocloak_collector::config::{Config, Overrides};
 use neurocloak_collector::pipeline;
 use neurocloak_collector::server::Server;
 use neurocloak_collector::store::{self, Scope};
+use neurocloak_collector::{admin, audit};
 
 #[derive(Parser)]
 #[command(name = "neurocloak-collector", version, about = "NeuroCloak collector")]
@@ -52,6 +52,16 @@ enum AdminCommand {
     /// Revoke an API key (by prefix or by the whole key).
     RevokeKey {
         key: String,
+        #[command(flatten)]
+        o: Overrides,
+    },
+    /// Verify a project's audit chain (or the global one); exits non-zero when it is broken.
+    VerifyAudit {
+        #[arg(long, required_unless_present = "global", conflicts_with = "global")]
+        project: Option<String>,
+        /// The chain of organization-level actions instead of a project's.
+        #[arg(long)]
+        global: bool,
         #[command(flatten)]
         o: Overrides,
     },
@@ -143,7 +153,7 @@ async fn admin_command(cmd: AdminCommand) -> anyhow::Result<()> {
             let created = admin::bootstrap(&s, &org, &project, &key_name).await?;
             let config = Config::load(&o)?;
             let docs = store::eval::open(&config.storage_uri(), &config.mongo_database).await?;
-            pipeline::alerts::create_default_rules(&docs, &project).await?;
+            pipeline::alerts::create_default_rules(&docs, &s, &project, audit::ADMIN_CLI).await?;
             serde_json::to_value(created)?
         }
         AdminCommand::CreateKey {
@@ -159,6 +169,19 @@ async fn admin_command(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::RevokeKey { key, o } => {
             let s = open(&o).await?;
             serde_json::json!({ "revoked": admin::revoke_key(&s, &key).await? })
+        }
+        AdminCommand::VerifyAudit { project, global, o } => {
+            let s = open(&o).await?;
+            let v = admin::verify_audit(&s, project.as_deref().filter(|_| !global)).await?;
+            println!("{}", serde_json::to_value(&v)?);
+            if !v.ok {
+                anyhow::bail!(
+                    "audit chain broken at entry {}: {}",
+                    v.first_bad_seq.unwrap_or_default(),
+                    v.reason.unwrap_or_default()
+                );
+            }
+            return Ok(());
         }
         AdminCommand::EnqueueTestJobs {
             count,

@@ -7,12 +7,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use neurocloak_collector::Error;
+use neurocloak_collector::audit::{self, Action, GENESIS_HASH};
 use neurocloak_collector::auth;
 use neurocloak_collector::schedule::Leases;
 use neurocloak_collector::store::{
-    self, Batch, BatchItem, CompletionRecord, JobRecord, LabelPart, LeaseRecord, ModelKey,
-    Organization, PageRequest, Project, ReferenceRecord, RetentionTarget, Scope, SharedStore,
-    WindowPart, WindowQuery, item_id,
+    self, AuditQuery, Batch, BatchItem, CompletionRecord, JobRecord, LabelPart, LeaseRecord,
+    ModelKey, Organization, PageRequest, Project, ReferenceRecord, RetentionTarget, Scope,
+    SharedStore, WindowPart, WindowQuery, item_id,
 };
 
 const MIN: i64 = 60_000;
@@ -444,26 +445,156 @@ async fn retention_deletes_by_age(s: &SharedStore) {
     assert!(s.pending_jobs(10).await.unwrap().is_empty());
 }
 
+fn action(chain: &str, i: usize) -> Action {
+    Action::new(
+        chain,
+        "admin-cli",
+        "rule.create",
+        &format!("rule/r{i}"),
+        serde_json::json!({ "i": i, "rule": { "b": 2, "a": 1 } }),
+    )
+}
+
+/// Appends, reads back in both orders, paginates, refuses a second entry at a taken seq, and
+/// keeps one unforked chain while two store handles (two collectors) append at once.
+async fn audit_chain(s: &SharedStore, other: &SharedStore) {
+    let first = audit::append(&**s, &action("audited", 0)).await.unwrap();
+    assert_eq!((first.seq, first.prev_hash.as_str()), (1, GENESIS_HASH));
+    assert_eq!(first.detail, r#"{"i":0,"rule":{"a":1,"b":2}}"#);
+    for i in 1..5 {
+        audit::append(&**s, &action("audited", i)).await.unwrap();
+    }
+    let head = s.last_audit("audited").await.unwrap().unwrap();
+    assert_eq!(head.seq, 5);
+    assert_eq!(s.last_audit("nobody").await.unwrap(), None);
+    // The seq is taken: the store refuses it, whatever the content.
+    let dup = store::AuditEntry {
+        detail: "{}".into(),
+        ..head.clone()
+    };
+    assert!(!s.insert_audit(&dup).await.unwrap());
+    assert_eq!(s.last_audit("audited").await.unwrap().unwrap(), head);
+
+    let oldest_first = s.audit_after("audited", 0, 100).await.unwrap();
+    assert_eq!(
+        oldest_first.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(oldest_first[0], first);
+    for w in oldest_first.windows(2) {
+        assert_eq!(w[1].prev_hash, w[0].hash);
+        assert!(w[1].time_ms >= w[0].time_ms);
+    }
+    assert_eq!(s.audit_after("audited", 3, 1).await.unwrap()[0].seq, 4);
+
+    let q = AuditQuery {
+        chain: "audited".into(),
+        from_ms: i64::MIN,
+        to_ms: i64::MAX,
+    };
+    let mut seqs = Vec::new();
+    let mut page = PageRequest::first(2);
+    loop {
+        let got = s.list_audit(&q, &page).await.unwrap();
+        seqs.extend(got.items.iter().map(|e| e.seq));
+        match got.next {
+            Some(c) => page.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seqs, vec![5, 4, 3, 2, 1], "newest first, each once");
+    let none = AuditQuery {
+        from_ms: head.time_ms + 1,
+        ..q.clone()
+    };
+    assert!(
+        s.list_audit(&none, &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let window_cursor = PageRequest {
+        cursor: Some(
+            store::Cursor {
+                after_name: None,
+                after_ms: Some(1),
+                after_id: "x".into(),
+                after_seq: None,
+            }
+            .encode(),
+        ),
+        limit: 10,
+    };
+    assert!(matches!(
+        s.list_audit(&q, &window_cursor).await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(audit::verify(&**s, "audited").await.unwrap().ok);
+
+    // Two collectors, eight appenders each, all at once on one chain.
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let st = Arc::clone(if t % 2 == 0 { s } else { other });
+            tokio::spawn(async move {
+                for i in 0..8 {
+                    audit::append(&*st, &action("busy", t * 100 + i))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let v = audit::verify(&**s, "busy").await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.entries, 128);
+    let all = s.audit_after("busy", 0, 1000).await.unwrap();
+    let targets: BTreeSet<&str> = all.iter().map(|e| e.target.as_str()).collect();
+    assert_eq!(targets.len(), 128, "every append stored exactly once");
+    assert_eq!(
+        audit::verify(&**s, "audited").await.unwrap().entries,
+        5,
+        "chains are independent"
+    );
+}
+
 /// The suite: every behaviour the rest of the collector relies on.
-async fn conformance(s: SharedStore) {
+async fn conformance(s: SharedStore, other: SharedStore) {
     s.migrate().await.unwrap();
     s.ping().await.unwrap();
     control_plane(&s).await;
     batches_are_idempotent(&s).await;
     windows_paginate_newest_first(&s).await;
     leases_and_jobs(&s).await;
+    audit_chain(&s, &other).await;
     retention_deletes_by_age(&s).await;
+    // Retention has no audit target: after deleting everything it can, the chain is whole.
+    for target in RetentionTarget::ALL {
+        s.delete_older_than(target, i64::MAX).await.unwrap();
+    }
+    assert_eq!(audit::verify(&*s, "busy").await.unwrap().entries, 128);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let uri = format!("sqlite://{}", dir.path().join("db/neurocloak.db").display());
-    conformance(store::open(&uri, "unused").await.unwrap()).await;
+    conformance(
+        store::open(&uri, "unused").await.unwrap(),
+        store::open(&uri, "unused").await.unwrap(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongo_store_conforms_on_ferretdb() {
     let db = common::FerretDb::start();
-    conformance(store::open(&db.uri(), "conformance").await.unwrap()).await;
+    conformance(
+        store::open(&db.uri(), "conformance").await.unwrap(),
+        store::open(&db.uri(), "conformance").await.unwrap(),
+    )
+    .await;
 }

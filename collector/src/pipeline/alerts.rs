@@ -34,7 +34,7 @@ use serde_json::{Map, Value, json};
 use super::records::{RangeQuery, TrustPoint, list_trust, parse};
 use super::{LiveEvent, Pipeline, join_id};
 use crate::store::eval::{Coll, Doc, DocQuery, SharedEvalStore};
-use crate::store::{LeaseRecord, PageRequest, now_ms};
+use crate::store::{LeaseRecord, PageRequest, SharedStore, now_ms};
 use crate::{Error, Result};
 
 /// An alert change as streamed to live clients.
@@ -348,11 +348,18 @@ pub async fn list_rules(p: &Pipeline, project: &str) -> Result<Vec<Rule>> {
 /// Creates the default rules the first time a project is seen; later calls do nothing, so a
 /// default rule someone deleted stays deleted.
 pub async fn ensure_default_rules(p: &Pipeline, project: &str) -> Result<bool> {
-    create_default_rules(&p.docs, project).await
+    let actor = format!("{}:{}", crate::audit::COLLECTOR, p.holder);
+    create_default_rules(&p.docs, &p.store, project, &actor).await
 }
 
-/// [`ensure_default_rules`] on a bare store (used by `admin bootstrap`).
-pub async fn create_default_rules(docs: &SharedEvalStore, project: &str) -> Result<bool> {
+/// [`ensure_default_rules`] on bare stores (used by `admin bootstrap`); `actor` is who the
+/// audit entry names.
+pub async fn create_default_rules(
+    docs: &SharedEvalStore,
+    store: &SharedStore,
+    project: &str,
+    actor: &str,
+) -> Result<bool> {
     let marker = Doc {
         id: join_id(&["default-rules", project]),
         project_id: project.to_owned(),
@@ -377,7 +384,21 @@ pub async fn create_default_rules(docs: &SharedEvalStore, project: &str) -> Resu
         };
         docs.insert(Coll::Rules, &doc).await?;
     }
-    docs.insert(Coll::Meta, &marker).await
+    let created = docs.insert(Coll::Meta, &marker).await?;
+    if created {
+        // Only the collector whose marker insert won records it, so racing collectors write
+        // one entry; the rules themselves are in the entry, as a create would show them.
+        let rules: Vec<Rule> = default_rules(project);
+        let a = crate::audit::Action::new(
+            project,
+            actor,
+            "rule.create_defaults",
+            "rules/defaults",
+            json!({ "rules": rules }),
+        );
+        crate::audit::append(&**store, &a).await?;
+    }
+    Ok(created)
 }
 
 pub async fn put_channel(

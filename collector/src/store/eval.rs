@@ -181,6 +181,7 @@ pub(crate) fn doc_cursor(doc: &Doc) -> Cursor {
         after_name: None,
         after_ms: Some(doc.time_ms),
         after_id: doc.id.clone(),
+        after_seq: None,
     }
 }
 

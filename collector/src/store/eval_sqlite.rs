@@ -47,11 +47,14 @@ fn doc_row(row: &Row<'_>) -> rusqlite::Result<Doc> {
     })
 }
 
+/// True when the error is a primary-key / unique violation, i.e. "someone wrote it first".
+/// Other constraint failures (NOT NULL, CHECK, a trigger's RAISE) are real errors.
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
         e,
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation
+        rusqlite::Error::SqliteFailure(err, _)
+            if err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
     )
 }
 

@@ -264,6 +264,9 @@ pub struct Cursor {
     pub after_ms: Option<i64>,
     /// Tie-breaker: id of the last item.
     pub after_id: String,
+    /// Sequence number of the last audit entry (audit listings only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_seq: Option<i64>,
 }
 
 impl Cursor {
@@ -366,6 +369,58 @@ impl RetentionTarget {
     }
 }
 
+/// One entry of an audit chain (see `crate::audit` for how entries are made and verified).
+/// Entries are only ever inserted, never updated, and retention never deletes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// The project the chain belongs to, or `crate::audit::GLOBAL_CHAIN` for organization-level
+    /// actions. Stored as `project_id`.
+    pub chain: String,
+    /// 1, 2, 3, … without gaps; unique per chain, which is what keeps concurrent appenders
+    /// from forking the chain.
+    pub seq: i64,
+    pub time_ms: i64,
+    /// `key:<api key prefix>`, `admin-cli` or `collector:<holder>`.
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    /// Canonical JSON (object keys sorted), hashed exactly as stored.
+    pub detail: String,
+    /// Hex SHA-256 of the previous entry; 64 zeros for seq 1.
+    pub prev_hash: String,
+    /// Hex SHA-256 of this entry's canonical encoding, `prev_hash` included.
+    pub hash: String,
+}
+
+/// Which audit entries a listing returns: newest (highest seq) first, `time_ms` in
+/// `[from_ms, to_ms)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub chain: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// Decodes an audit listing's cursor into the last seq it returned.
+pub(crate) fn audit_position(page: &PageRequest) -> Result<Option<i64>> {
+    let Some(c) = page.cursor.as_deref() else {
+        return Ok(None);
+    };
+    Cursor::decode(c)?
+        .after_seq
+        .map(Some)
+        .ok_or_else(|| Error::Invalid("cursor: not an audit cursor".into()))
+}
+
+pub(crate) fn audit_cursor(e: &AuditEntry) -> Cursor {
+    Cursor {
+        after_name: None,
+        after_ms: None,
+        after_id: String::new(),
+        after_seq: Some(e.seq),
+    }
+}
+
 /// The collector's storage. Every method is durable when it returns Ok.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -424,6 +479,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes what is older than `cutoff_ms`; returns how many records went.
     async fn delete_older_than(&self, target: RetentionTarget, cutoff_ms: i64) -> Result<u64>;
+
+    /// Inserts an audit entry; false when its (chain, seq) exists (another appender won).
+    async fn insert_audit(&self, entry: &AuditEntry) -> Result<bool>;
+    /// The entry with the highest seq of a chain.
+    async fn last_audit(&self, chain: &str) -> Result<Option<AuditEntry>>;
+    /// Up to `limit` entries with seq > `after_seq`, lowest seq first (verification).
+    /// An entry whose stored fields are of the wrong type is [`Error::Corrupt`].
+    async fn audit_after(&self, chain: &str, after_seq: i64, limit: u32)
+    -> Result<Vec<AuditEntry>>;
+    /// Highest seq first, keyset-paginated on seq.
+    async fn list_audit(&self, query: &AuditQuery, page: &PageRequest) -> Result<Page<AuditEntry>>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

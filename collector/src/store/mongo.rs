@@ -11,9 +11,10 @@ use mongodb::options::{Acknowledgment, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use super::{
-    ApiKeyRecord, Batch, BatchItem, BatchOutcome, CompletionRecord, Cursor, JobRecord, LabelPart,
-    LeaseRecord, ModelKey, ModelRecord, Organization, Page, PageRequest, Project, ReferenceRecord,
-    RetentionTarget, Scope, Store, VersionRecord, WindowPart, WindowQuery, paginate,
+    ApiKeyRecord, AuditEntry, AuditQuery, Batch, BatchItem, BatchOutcome, CompletionRecord, Cursor,
+    JobRecord, LabelPart, LeaseRecord, ModelKey, ModelRecord, Organization, Page, PageRequest,
+    Project, ReferenceRecord, RetentionTarget, Scope, Store, VersionRecord, WindowPart,
+    WindowQuery, audit_cursor, audit_position, paginate,
 };
 use crate::{Error, Result};
 
@@ -349,6 +350,33 @@ fn read_completion(d: &Document) -> Result<CompletionRecord> {
     })
 }
 
+/// `_id` of an audit entry: the zero-padded seq keeps `_id` order equal to seq order.
+fn audit_id(chain: &str, seq: i64) -> String {
+    join(&[chain, &format!("{seq:020}")])
+}
+
+fn audit_doc(e: &AuditEntry) -> Document {
+    doc! {
+        "_id": audit_id(&e.chain, e.seq), "project_id": &e.chain, "seq": e.seq,
+        "time_ms": e.time_ms, "actor": &e.actor, "action": &e.action, "target": &e.target,
+        "detail": &e.detail, "prev_hash": &e.prev_hash, "hash": &e.hash,
+    }
+}
+
+fn read_audit(d: &Document) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        chain: get_str(d, "project_id")?,
+        seq: get_i64(d, "seq")?,
+        time_ms: get_i64(d, "time_ms")?,
+        actor: get_str(d, "actor")?,
+        action: get_str(d, "action")?,
+        target: get_str(d, "target")?,
+        detail: get_str(d, "detail")?,
+        prev_hash: get_str(d, "prev_hash")?,
+        hash: get_str(d, "hash")?,
+    })
+}
+
 fn cursor_of(page: &PageRequest) -> Result<Option<Cursor>> {
     page.cursor.as_deref().map(Cursor::decode).transpose()
 }
@@ -418,6 +446,11 @@ impl Store for MongoStore {
         self.index("jobs", doc! { "done": 1, "created_ms": 1 }, "by_pending")
             .await?;
         self.index("completions", doc! { "completed_ms": 1 }, "by_completed")
+            .await?;
+        // `_id` (chain, seq) is what makes appends exclusive; these serve the reads.
+        self.index("audit", doc! { "project_id": 1, "seq": -1 }, "by_seq")
+            .await?;
+        self.index("audit", doc! { "project_id": 1, "time_ms": -1 }, "by_time")
             .await?;
         Ok(())
     }
@@ -594,6 +627,7 @@ impl Store for MongoStore {
             after_name: Some(m.model.clone()),
             after_ms: None,
             after_id: String::new(),
+            after_seq: None,
         }))
     }
 
@@ -643,6 +677,7 @@ impl Store for MongoStore {
             after_name: Some(v.version.clone()),
             after_ms: None,
             after_id: v.environment.clone(),
+            after_seq: None,
         }))
     }
 
@@ -691,6 +726,7 @@ impl Store for MongoStore {
             after_name: None,
             after_ms: Some(w.window_start_ms),
             after_id: w.id.clone(),
+            after_seq: None,
         }))
     }
 
@@ -737,6 +773,7 @@ impl Store for MongoStore {
             after_name: None,
             after_ms: Some(l.received_ms),
             after_id: l.id.clone(),
+            after_seq: None,
         }))
     }
 
@@ -849,6 +886,7 @@ impl Store for MongoStore {
             after_name: None,
             after_ms: None,
             after_id: d.key.clone(),
+            after_seq: None,
         }))
     }
 
@@ -869,5 +907,59 @@ impl Store for MongoStore {
             deleted += self.coll(coll).delete_many(filter).await?.deleted_count;
         }
         Ok(deleted)
+    }
+
+    async fn insert_audit(&self, entry: &AuditEntry) -> Result<bool> {
+        self.insert_unique("audit", audit_doc(entry)).await
+    }
+
+    async fn last_audit(&self, chain: &str) -> Result<Option<AuditEntry>> {
+        let docs = self
+            .find_all(
+                "audit",
+                doc! { "project_id": chain },
+                doc! { "seq": -1 },
+                1,
+                None,
+            )
+            .await?;
+        docs.first().map(read_audit).transpose()
+    }
+
+    async fn audit_after(
+        &self,
+        chain: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        let docs = self
+            .find_all(
+                "audit",
+                doc! { "project_id": chain, "seq": { "$gt": after_seq } },
+                doc! { "seq": 1 },
+                i64::from(limit),
+                None,
+            )
+            .await?;
+        docs.iter().map(read_audit).collect()
+    }
+
+    async fn list_audit(&self, q: &AuditQuery, page: &PageRequest) -> Result<Page<AuditEntry>> {
+        let limit = page.effective_limit();
+        let before = audit_position(page)?.unwrap_or(i64::MAX);
+        let docs = self
+            .find_all(
+                "audit",
+                doc! {
+                    "project_id": &q.chain, "seq": { "$lt": before },
+                    "time_ms": { "$gte": q.from_ms, "$lt": q.to_ms },
+                },
+                doc! { "seq": -1 },
+                fetch_limit(limit),
+                None,
+            )
+            .await?;
+        let rows = docs.iter().map(read_audit).collect::<Result<Vec<_>>>()?;
+        Ok(paginate(rows, limit, audit_cursor))
     }
 }

@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    ApiKeyRecord, Batch, BatchItem, BatchOutcome, CompletionRecord, Cursor, JobRecord, LabelPart,
-    LeaseRecord, ModelKey, ModelRecord, Organization, Page, PageRequest, Project, ReferenceRecord,
-    RetentionTarget, Scope, Store, VersionRecord, WindowPart, WindowQuery, paginate,
+    ApiKeyRecord, AuditEntry, AuditQuery, Batch, BatchItem, BatchOutcome, CompletionRecord, Cursor,
+    JobRecord, LabelPart, LeaseRecord, ModelKey, ModelRecord, Organization, Page, PageRequest,
+    Project, ReferenceRecord, RetentionTarget, Scope, Store, VersionRecord, WindowPart,
+    WindowQuery, audit_cursor, audit_position, paginate,
 };
 use crate::{Error, Result};
 
@@ -71,6 +72,12 @@ CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_ms, key);
 CREATE TABLE IF NOT EXISTS completions (
   key TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch INTEGER NOT NULL,
   completed_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+  project_id TEXT NOT NULL, seq INTEGER NOT NULL, time_ms INTEGER NOT NULL,
+  actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL,
+  prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
+  PRIMARY KEY (project_id, seq));
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (project_id, time_ms DESC);
 "#;
 
 const WINDOW_COLUMNS: &str = "id, project_id, model, version, environment, window_start, \
@@ -194,6 +201,46 @@ fn api_key_row(row: &Row<'_>) -> rusqlite::Result<(ApiKeyRecord, String)> {
     ))
 }
 
+const AUDIT_COLUMNS: &str =
+    "project_id, seq, time_ms, actor, action, target, detail, prev_hash, hash";
+
+/// Reads an audit row. A value of the wrong type (the columns are not typed in SQLite, so a
+/// hand-edited row may hold one) is [`Error::Corrupt`], which verification reports as
+/// tampering rather than as a database failure.
+fn audit_row(row: &Row<'_>) -> Result<AuditEntry> {
+    let read = || -> rusqlite::Result<AuditEntry> {
+        Ok(AuditEntry {
+            chain: row.get(0)?,
+            seq: row.get(1)?,
+            time_ms: row.get(2)?,
+            actor: row.get(3)?,
+            action: row.get(4)?,
+            target: row.get(5)?,
+            detail: row.get(6)?,
+            prev_hash: row.get(7)?,
+            hash: row.get(8)?,
+        })
+    };
+    read().map_err(|e| match e {
+        rusqlite::Error::InvalidColumnType(..) | rusqlite::Error::FromSqlConversionFailure(..) => {
+            Error::Corrupt(format!("audit entry: {e}"))
+        }
+        other => other.into(),
+    })
+}
+
+fn audit_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    p: impl rusqlite::Params,
+) -> Result<Vec<AuditEntry>> {
+    let mut rows = stmt.query(p)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(audit_row(row)?);
+    }
+    Ok(out)
+}
+
 fn lease_row(row: &Row<'_>) -> rusqlite::Result<LeaseRecord> {
     Ok(LeaseRecord {
         key: row.get(0)?,
@@ -205,11 +252,13 @@ fn lease_row(row: &Row<'_>) -> rusqlite::Result<LeaseRecord> {
 }
 
 /// True when the error is a primary-key / unique violation, i.e. "someone wrote it first".
+/// Other constraint failures (NOT NULL, CHECK, a trigger's RAISE) are real errors.
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
         e,
         rusqlite::Error::SqliteFailure(err, _)
-            if err.code == rusqlite::ErrorCode::ConstraintViolation
+            if err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
     )
 }
 
@@ -503,6 +552,7 @@ impl Store for SqliteStore {
                 after_name: Some(m.model.clone()),
                 after_ms: None,
                 after_id: String::new(),
+                after_seq: None,
             }))
         })
         .await
@@ -549,6 +599,7 @@ impl Store for SqliteStore {
                 after_name: Some(v.version.clone()),
                 after_ms: None,
                 after_id: v.environment.clone(),
+                after_seq: None,
             }))
         })
         .await
@@ -601,6 +652,7 @@ impl Store for SqliteStore {
                 after_name: None,
                 after_ms: Some(w.window_start_ms),
                 after_id: w.id.clone(),
+                after_seq: None,
             }))
         })
         .await
@@ -673,6 +725,7 @@ impl Store for SqliteStore {
                 after_name: None,
                 after_ms: Some(l.received_ms),
                 after_id: l.id.clone(),
+                after_seq: None,
             }))
         })
         .await
@@ -797,6 +850,7 @@ impl Store for SqliteStore {
                 after_name: None,
                 after_ms: None,
                 after_id: d.key.clone(),
+                after_seq: None,
             }))
         })
         .await
@@ -821,5 +875,76 @@ impl Store for SqliteStore {
             Ok(deleted)
         })
         .await
+    }
+
+    async fn insert_audit(&self, entry: &AuditEntry) -> Result<bool> {
+        let e = entry.clone();
+        self.call(move |c| {
+            insert_unique(
+                c,
+                &format!(
+                    "INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![
+                    e.chain,
+                    e.seq,
+                    e.time_ms,
+                    e.actor,
+                    e.action,
+                    e.target,
+                    e.detail,
+                    e.prev_hash,
+                    e.hash
+                ],
+            )
+        })
+        .await
+    }
+
+    async fn last_audit(&self, chain: &str) -> Result<Option<AuditEntry>> {
+        let chain = chain.to_owned();
+        self.call(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE project_id = ?1 ORDER BY seq DESC LIMIT 1"
+            ))?;
+            Ok(audit_rows(&mut stmt, params![chain])?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn audit_after(
+        &self,
+        chain: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        let chain = chain.to_owned();
+        self.call(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE project_id = ?1 AND seq > ?2 \
+                 ORDER BY seq LIMIT ?3"
+            ))?;
+            audit_rows(&mut stmt, params![chain, after_seq, limit])
+        })
+        .await
+    }
+
+    async fn list_audit(&self, q: &AuditQuery, page: &PageRequest) -> Result<Page<AuditEntry>> {
+        let q = q.clone();
+        let limit = page.effective_limit();
+        let before = audit_position(page)?.unwrap_or(i64::MAX);
+        let rows = self
+            .call(move |c| {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit WHERE project_id = ?1 AND seq < ?2 \
+                     AND time_ms >= ?3 AND time_ms < ?4 ORDER BY seq DESC LIMIT ?5"
+                ))?;
+                audit_rows(
+                    &mut stmt,
+                    params![q.chain, before, q.from_ms, q.to_ms, limit + 1],
+                )
+            })
+            .await?;
+        Ok(paginate(rows, limit, audit_cursor))
     }
 }

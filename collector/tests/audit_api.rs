@@ -1,0 +1,356 @@
+//! The audit trail through a real collector process and the real `admin` command: every
+//! mutating admin command and REST write is recorded with its actor and action (and nothing
+//! for refused requests), entries hold no secrets, the listing paginates, a write whose entry
+//! cannot be stored is not made, and tampering in the database is reported by the verify
+//! endpoint and by `admin verify-audit` (non-zero exit).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const PROJECT: &str = "audited";
+
+fn request(addr: SocketAddr, method: &str, path: &str, key: &str, body: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nx-api-key: {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+/// Every entry of the project, oldest first, read page by page with `limit`.
+fn all_entries(addr: SocketAddr, key: &str, limit: u32) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/api/v1/projects/{PROJECT}/audit?limit={limit}{cursor}");
+        let (st, body) = request(addr, "GET", &path, key, "");
+        assert_eq!(st, 200, "{body}");
+        out.extend(body["items"].as_array().unwrap().iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    out.reverse();
+    out
+}
+
+fn verify_cli(storage: &str) -> (bool, Value) {
+    let out = Command::new(common::collector_binary())
+        .args([
+            "admin",
+            "verify-audit",
+            "--project",
+            PROJECT,
+            "--storage",
+            storage,
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn every_change_is_audited_and_tampering_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("db.sqlite");
+    let storage = format!("sqlite://{}", db_path.display());
+    let admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--storage", &storage]);
+        common::admin(&all)
+    };
+    let boot = admin(&["bootstrap", "--org", "acme", "--project", PROJECT]);
+    let ops = admin(&[
+        "create-key",
+        "--project",
+        PROJECT,
+        "--name",
+        "ops",
+        "--scopes",
+        "read,admin",
+    ]);
+    let doomed = admin(&["create-key", "--project", PROJECT, "--name", "doomed"]);
+    admin(&["revoke-key", doomed["key_prefix"].as_str().unwrap()]);
+    let reader = boot["api_key"].as_str().unwrap();
+    let key = ops["api_key"].as_str().unwrap();
+    let ops_actor = format!("key:{}", ops["key_prefix"].as_str().unwrap());
+
+    let collector = common::Collector::start(&storage, &[]);
+    let h = collector.http;
+    let base = format!("/api/v1/projects/{PROJECT}");
+    let url = "https://hooks.example.com/T000/very-secret-path";
+    let secret = "0123456789abcdef-signing-secret";
+    let channel = json!({"id": "hook", "kind": "webhook", "url": url, "signing_secret": secret});
+    let rule = json!({"id": "low-trust", "project": PROJECT, "name": "Trust fell",
+                      "metric": "trust_score", "comparator": "<", "threshold": 50.0,
+                      "for_windows": 2, "severity": "warning", "channels": ["hook"]});
+    let mut replaced = rule.clone();
+    replaced["threshold"] = json!(40.0);
+    let refused_rule = json!({"id": "bad", "project": PROJECT, "name": "n",
+                              "metric": "trust_score", "comparator": "<", "threshold": 1.0,
+                              "for_windows": 1, "severity": "warning", "channels": ["nope"]});
+    let calls: [(&str, String, String, u16); 11] = [
+        ("POST", format!("{base}/channels"), channel.to_string(), 201),
+        ("POST", format!("{base}/rules"), rule.to_string(), 201),
+        // Refused by their checks: no entry.
+        ("POST", format!("{base}/rules"), rule.to_string(), 409),
+        (
+            "POST",
+            format!("{base}/rules"),
+            refused_rule.to_string(),
+            422,
+        ),
+        ("DELETE", format!("{base}/rules/nope"), String::new(), 404),
+        (
+            "POST",
+            format!("{base}/alerts/nope/ack"),
+            r#"{"by":"me"}"#.into(),
+            404,
+        ),
+        (
+            "PUT",
+            format!("{base}/evaluation-config"),
+            r#"{"evaluation": {"drift": {"p_value_threshold": 0.01}}}"#.into(),
+            200,
+        ),
+        (
+            "PUT",
+            format!("{base}/rules/low-trust"),
+            replaced.to_string(),
+            200,
+        ),
+        (
+            "DELETE",
+            format!("{base}/rules/low-trust"),
+            String::new(),
+            204,
+        ),
+        (
+            "DELETE",
+            format!("{base}/channels/hook"),
+            String::new(),
+            204,
+        ),
+        (
+            "DELETE",
+            format!("{base}/channels/hook"),
+            String::new(),
+            404,
+        ),
+    ];
+    for (method, path, body, want) in &calls {
+        let (st, got) = request(h, method, path, key, body);
+        assert_eq!(st, *want, "{method} {path}: {got}");
+    }
+    // A read-only key may read the trail but not write.
+    let (st, _) = request(
+        h,
+        "POST",
+        &format!("{base}/rules"),
+        reader,
+        &rule.to_string(),
+    );
+    assert_eq!(st, 403);
+
+    let entries = all_entries(h, reader, 3);
+    let seen: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let boot_prefix = boot["key_prefix"].as_str().unwrap();
+    let ops_prefix = ops["key_prefix"].as_str().unwrap();
+    let doomed_prefix = doomed["key_prefix"].as_str().unwrap();
+    let expected: Vec<(String, &str, String)> = vec![
+        (
+            "admin-cli".into(),
+            "project.create",
+            format!("project/{PROJECT}"),
+        ),
+        (
+            "admin-cli".into(),
+            "api_key.create",
+            format!("api_key/{boot_prefix}"),
+        ),
+        (
+            "admin-cli".into(),
+            "rule.create_defaults",
+            "rules/defaults".into(),
+        ),
+        (
+            "admin-cli".into(),
+            "api_key.create",
+            format!("api_key/{ops_prefix}"),
+        ),
+        (
+            "admin-cli".into(),
+            "api_key.create",
+            format!("api_key/{doomed_prefix}"),
+        ),
+        (
+            "admin-cli".into(),
+            "api_key.revoke",
+            format!("api_key/{doomed_prefix}"),
+        ),
+        (ops_actor.clone(), "channel.put", "channel/hook".into()),
+        (ops_actor.clone(), "rule.create", "rule/low-trust".into()),
+        (
+            ops_actor.clone(),
+            "evaluation_config.replace",
+            "evaluation-config".into(),
+        ),
+        (ops_actor.clone(), "rule.replace", "rule/low-trust".into()),
+        (ops_actor.clone(), "rule.delete", "rule/low-trust".into()),
+        (ops_actor.clone(), "channel.delete", "channel/hook".into()),
+    ];
+    let expected: Vec<(String, String, String)> = expected
+        .into_iter()
+        .map(|(a, b, c)| (a, b.to_owned(), c))
+        .collect();
+    assert_eq!(seen, expected);
+    let seqs: Vec<i64> = entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=expected.len() as i64).collect::<Vec<_>>());
+    let detail = |i: usize| -> Value {
+        serde_json::from_str(entries[i]["detail"].as_str().unwrap()).unwrap()
+    };
+    assert_eq!(detail(9)["rule"]["threshold"], json!(40.0));
+    assert_eq!(detail(7)["rule"]["threshold"], json!(50.0));
+    assert_eq!(
+        detail(8)["config"]["evaluation"]["drift"]["p_value_threshold"],
+        json!(0.01)
+    );
+    assert_eq!(detail(6), json!({ "id": "hook", "kind": "webhook" }));
+    assert_eq!(
+        detail(3),
+        json!({ "name": "ops", "scopes": ["read", "admin"] })
+    );
+
+    // No secret in any entry: not the channel's URL or signing secret, not a key or its hash.
+    let text = serde_json::to_string(&entries).unwrap();
+    for plaintext in [url, "very-secret-path", secret, key, reader] {
+        assert!(
+            !text.contains(plaintext),
+            "{plaintext} leaked into the audit trail"
+        );
+    }
+    for k in [&boot, &ops, &doomed] {
+        let plain = k["api_key"].as_str().unwrap();
+        // `nck_<prefix>_<secret>`; the secret may itself contain '_'.
+        let secret_part = plain.splitn(3, '_').nth(2).unwrap();
+        assert!(secret_part.len() > 20 && !text.contains(secret_part));
+        let hash = hex_sha256(plain);
+        assert!(!text.contains(&hash));
+    }
+
+    let (st, v) = request(h, "GET", &format!("{base}/audit/verify"), reader, "");
+    assert_eq!(st, 200);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["entries"], expected.len());
+    assert_eq!(v["head_hash"], entries.last().unwrap()["hash"]);
+    assert!(verify_cli(&storage).0);
+
+    // Another project's key, a bad cursor, a reversed range.
+    let other = admin(&["bootstrap", "--org", "acme", "--project", "other"]);
+    let other_key = other["api_key"].as_str().unwrap();
+    assert_eq!(
+        request(h, "GET", &format!("{base}/audit"), other_key, "").0,
+        403
+    );
+    assert_eq!(
+        request(h, "GET", &format!("{base}/audit/verify"), other_key, "").0,
+        403
+    );
+    assert_eq!(
+        request(h, "GET", &format!("{base}/audit?cursor=zz"), reader, "").0,
+        400
+    );
+    let reversed = format!("{base}/audit?from_ms=10&to_ms=5");
+    assert_eq!(request(h, "GET", &reversed, reader, "").0, 400);
+
+    // A change whose audit entry cannot be written is not made.
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER audit_off BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit off'); END;",
+    )
+    .unwrap();
+    let mut quiet = rule.clone();
+    quiet["channels"] = json!([]);
+    let (st, body) = request(h, "POST", &format!("{base}/rules"), key, &quiet.to_string());
+    assert_eq!(st, 503, "{body}");
+    let (st, _) = request(h, "GET", &format!("{base}/rules/low-trust"), reader, "");
+    assert_eq!(st, 404, "the rule was stored without its audit entry");
+    db.execute_batch("DROP TRIGGER audit_off;").unwrap();
+    assert_eq!(all_entries(h, reader, 100).len(), expected.len());
+
+    // Tampering in the database: the verify endpoint and the admin command name the entry.
+    db.execute(
+        "UPDATE audit SET detail = '{}' WHERE project_id = ?1 AND seq = 8",
+        [PROJECT],
+    )
+    .unwrap();
+    let (st, v) = request(h, "GET", &format!("{base}/audit/verify"), reader, "");
+    assert_eq!(st, 200);
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["first_bad_seq"], 8, "{v}");
+    assert_eq!(v["entries"], 7);
+    let (success, out) = verify_cli(&storage);
+    assert!(
+        !success,
+        "verify-audit must fail on a tampered chain: {out}"
+    );
+    assert_eq!(out["first_bad_seq"], 8);
+}
+
+fn hex_sha256(s: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
