@@ -331,6 +331,28 @@ fn every_change_is_audited_and_tampering_is_found() {
     db.execute_batch("DROP TRIGGER audit_off;").unwrap();
     assert_eq!(all_entries(h, reader, 100).len(), expected.len());
 
+    // A change that fails after its entry was stored is marked failed, not erased.
+    db.execute_batch(
+        "CREATE TRIGGER rules_off BEFORE INSERT ON alert_rules \
+         BEGIN SELECT RAISE(ABORT, 'rules off'); END;",
+    )
+    .unwrap();
+    let (st, body) = request(h, "POST", &format!("{base}/rules"), key, &quiet.to_string());
+    assert_eq!(st, 503, "{body}");
+    db.execute_batch("DROP TRIGGER rules_off;").unwrap();
+    let entries = all_entries(h, reader, 100);
+    let [.., attempt, failed] = entries.as_slice() else {
+        panic!("{entries:?}")
+    };
+    assert_eq!(attempt["action"], "rule.create");
+    assert_eq!(failed["action"], "rule.create.failed");
+    assert_eq!(failed["actor"], ops_actor.as_str());
+    let why: Value = serde_json::from_str(failed["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(why["entry"], attempt["seq"]);
+    assert!(why["error"].as_str().unwrap().starts_with("503"), "{why}");
+    let expected_len = expected.len() + 2;
+
+    assert_eq!(entries.len(), expected_len);
     // Tampering in the database: the verify endpoint and the admin command name the entry.
     db.execute(
         "UPDATE audit SET detail = '{}' WHERE project_id = ?1 AND seq = 8",
@@ -353,4 +375,82 @@ fn every_change_is_audited_and_tampering_is_found() {
 fn hex_sha256(s: &str) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// Two collector processes share one MongoDB (FerretDB) and take audited writes at the same
+/// time: one chain, no fork, no gap, every write recorded once.
+#[test]
+fn two_collectors_append_to_one_chain() {
+    let db = common::FerretDb::start();
+    let storage = db.uri();
+    let admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--storage", &storage]);
+        common::admin(&all)
+    };
+    admin(&["bootstrap", "--org", "acme", "--project", PROJECT]);
+    let ops = admin(&[
+        "create-key",
+        "--project",
+        PROJECT,
+        "--name",
+        "ops",
+        "--scopes",
+        "read,admin",
+    ]);
+    let key = ops["api_key"].as_str().unwrap().to_owned();
+    let collectors = [
+        common::Collector::start(&storage, &[]),
+        common::Collector::start(&storage, &[]),
+    ];
+    const WRITERS: usize = 4;
+    const WRITES: usize = 8;
+    std::thread::scope(|scope| {
+        for w in 0..WRITERS {
+            let addr = collectors[w % 2].http;
+            let key = key.clone();
+            scope.spawn(move || {
+                for i in 0..WRITES {
+                    let id = format!("r-{w}-{i}");
+                    let rule = json!({"id": id, "project": PROJECT, "name": "n",
+                                      "metric": "trust_score", "comparator": "<",
+                                      "threshold": 50.0, "for_windows": 1,
+                                      "severity": "info", "channels": []});
+                    let path = format!("/api/v1/projects/{PROJECT}/rules/{id}");
+                    let (st, body) = request(addr, "PUT", &path, &key, &rule.to_string());
+                    assert_eq!(st, 200, "{body}");
+                }
+            });
+        }
+    });
+    let (st, v) = request(
+        collectors[1].http,
+        "GET",
+        &format!("/api/v1/projects/{PROJECT}/audit/verify"),
+        &key,
+        "",
+    );
+    assert_eq!(st, 200);
+    assert_eq!(v["ok"], true, "{v}");
+    // project.create, two api_key.create, rule.create_defaults, then the writes.
+    assert_eq!(v["entries"], 4 + WRITERS * WRITES, "{v}");
+    let entries = all_entries(collectors[0].http, &key, 7);
+    let targets: std::collections::BTreeSet<&str> = entries
+        .iter()
+        .filter(|e| e["action"] == "rule.replace")
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets.len(), WRITERS * WRITES);
+    let out = Command::new(common::collector_binary())
+        .args([
+            "admin",
+            "verify-audit",
+            "--project",
+            PROJECT,
+            "--storage",
+            &storage,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
 }
