@@ -186,11 +186,14 @@ async fn insert_test_jobs(
     Ok(created)
 }
 
-/// Verifies the audit chain of `project` (or the global chain when None).
+/// Verifies the audit chain of `project` (or the global chain when None), against an anchor
+/// (`SEQ:HASH` recorded earlier) when given.
 pub async fn verify_audit(
     store: &SharedStore,
     project: Option<&str>,
+    anchor: Option<&str>,
 ) -> Result<audit::Verification> {
+    let anchor = anchor.map(audit::Anchor::parse).transpose()?;
     let chain = match project {
         Some(p) => {
             check_slug("project", p)?;
@@ -198,5 +201,5 @@ pub async fn verify_audit(
         }
         None => GLOBAL_CHAIN,
     };
-    audit::verify(&**store, chain).await
+    audit::verify_against(&**store, chain, anchor.as_ref()).await
 }

@@ -255,9 +255,54 @@ pub struct Verification {
     pub head_hash: Option<String>,
 }
 
+/// A chain head recorded earlier and kept outside the database (a verification's `entries`
+/// and `head_hash`). Verifying against it also catches what a chain cannot show on its own:
+/// newest entries removed, or a tail rewritten with recomputed hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl Anchor {
+    pub fn new(seq: i64, hash: &str) -> Result<Anchor> {
+        let hex64 =
+            hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if seq < 1 || !hex64 {
+            return Err(Error::Invalid(
+                "anchor: a seq >= 1 and a hash of 64 lowercase hex digits".into(),
+            ));
+        }
+        Ok(Anchor {
+            seq,
+            hash: hash.to_owned(),
+        })
+    }
+
+    /// `SEQ:HASH`, as `admin verify-audit --anchor` takes it.
+    pub fn parse(s: &str) -> Result<Anchor> {
+        let (seq, hash) = s
+            .split_once(':')
+            .ok_or_else(|| Error::Invalid("anchor: expected SEQ:HASH".into()))?;
+        let seq = seq
+            .parse()
+            .map_err(|_| Error::Invalid(format!("anchor: seq {seq:?} is not a number")))?;
+        Anchor::new(seq, hash)
+    }
+}
+
 /// Walks a chain from seq 1 and stops at the first entry that is missing, out of place,
 /// unreadable, linked to the wrong predecessor or not matching its own hash.
 pub async fn verify(store: &dyn Store, chain: &str) -> Result<Verification> {
+    verify_against(store, chain, None).await
+}
+
+/// [`verify`], and the chain must still hold `anchor`'s entry with `anchor`'s hash.
+pub async fn verify_against(
+    store: &dyn Store,
+    chain: &str,
+    anchor: Option<&Anchor>,
+) -> Result<Verification> {
     let mut prev_hash = GENESIS_HASH.to_owned();
     let mut expected: i64 = 1;
     let bad = |entries: i64, seq: i64, head: &str, reason: String| Verification {
@@ -277,16 +322,20 @@ pub async fn verify(store: &dyn Store, chain: &str) -> Result<Verification> {
                 continue;
             }
             Err(Error::Corrupt(m)) => {
-                return Ok(bad(
-                    expected - 1,
-                    expected,
-                    &prev_hash,
-                    format!("entry {expected} is unreadable: {m}"),
-                ));
+                let reason = format!("entry {expected} is unreadable: {m}");
+                return Ok(bad(expected - 1, expected, &prev_hash, reason));
             }
             Err(e) => return Err(e),
         };
         if page.is_empty() {
+            if let Some(a) = anchor.filter(|a| a.seq >= expected) {
+                let reason = format!(
+                    "the chain ends at entry {} but the anchor holds entry {}: entries from {expected} on were removed",
+                    expected - 1,
+                    a.seq
+                );
+                return Ok(bad(expected - 1, expected, &prev_hash, reason));
+            }
             return Ok(Verification {
                 ok: true,
                 entries: u64::try_from(expected - 1).unwrap_or(0),
@@ -296,32 +345,40 @@ pub async fn verify(store: &dyn Store, chain: &str) -> Result<Verification> {
             });
         }
         for e in &page {
-            let problem = if e.seq != expected {
-                Some(format!(
-                    "entry {expected} is missing (next stored is {})",
-                    e.seq
-                ))
-            } else if e.chain != chain {
-                Some(format!("entry {expected} belongs to chain {:?}", e.chain))
-            } else if e.prev_hash != prev_hash {
-                Some(format!(
-                    "entry {expected}'s prev_hash does not match entry {}'s hash: this entry or \
-                     the one before it was altered, removed or moved",
-                    expected - 1
-                ))
-            } else if entry_hash(e) != e.hash {
-                Some(format!(
-                    "entry {expected}'s content does not match its hash"
-                ))
-            } else {
-                None
-            };
-            if let Some(reason) = problem {
+            let anchored = anchor.filter(|a| a.seq == expected && a.hash != e.hash).map(|_| {
+                format!("entry {expected}'s hash differs from the anchor's: the chain was rewritten from this entry or an earlier one")
+            });
+            if let Some(reason) = link_problem(e, chain, expected, &prev_hash).or(anchored) {
                 return Ok(bad(expected - 1, expected, &prev_hash, reason));
             }
             prev_hash = e.hash.clone();
             expected += 1;
         }
+    }
+}
+
+/// Why `e`, read where entry `expected` of `chain` should be, does not continue the chain
+/// whose last verified hash is `prev_hash`.
+fn link_problem(e: &AuditEntry, chain: &str, expected: i64, prev_hash: &str) -> Option<String> {
+    if e.seq != expected {
+        Some(format!(
+            "entry {expected} is missing (next stored is {})",
+            e.seq
+        ))
+    } else if e.chain != chain {
+        Some(format!("entry {expected} belongs to chain {:?}", e.chain))
+    } else if e.prev_hash != prev_hash {
+        Some(format!(
+            "entry {expected}'s prev_hash does not match entry {}'s hash: this entry or the one \
+             before it was altered, removed or moved",
+            expected - 1
+        ))
+    } else if entry_hash(e) != e.hash {
+        Some(format!(
+            "entry {expected}'s content does not match its hash"
+        ))
+    } else {
+        None
     }
 }
 

@@ -62,6 +62,10 @@ enum AdminCommand {
         /// The chain of organization-level actions instead of a project's.
         #[arg(long)]
         global: bool,
+        /// `SEQ:HASH` of a head recorded earlier (`entries` and `head_hash` of a previous run):
+        /// also fails when that entry is gone or was rewritten.
+        #[arg(long)]
+        anchor: Option<String>,
         #[command(flatten)]
         o: Overrides,
     },
@@ -170,9 +174,15 @@ async fn admin_command(cmd: AdminCommand) -> anyhow::Result<()> {
             let s = open(&o).await?;
             serde_json::json!({ "revoked": admin::revoke_key(&s, &key).await? })
         }
-        AdminCommand::VerifyAudit { project, global, o } => {
+        AdminCommand::VerifyAudit {
+            project,
+            global,
+            anchor,
+            o,
+        } => {
             let s = open(&o).await?;
-            let v = admin::verify_audit(&s, project.as_deref().filter(|_| !global)).await?;
+            let project = project.as_deref().filter(|_| !global);
+            let v = admin::verify_audit(&s, project, anchor.as_deref()).await?;
             println!("{}", serde_json::to_value(&v)?);
             if !v.ok {
                 anyhow::bail!(

@@ -296,6 +296,24 @@ fn every_change_is_audited_and_tampering_is_found() {
     assert_eq!(v["entries"], expected.len());
     assert_eq!(v["head_hash"], entries.last().unwrap()["hash"]);
     assert!(verify_cli(&storage).0);
+    let head = v["head_hash"].as_str().unwrap();
+    let anchored = format!(
+        "{base}/audit/verify?anchor_seq={}&anchor_hash={head}",
+        expected.len()
+    );
+    let (st, v) = request(h, "GET", &anchored, reader, "");
+    assert_eq!((st, &v["ok"]), (200, &json!(true)), "{v}");
+    let beyond = format!("{base}/audit/verify?anchor_seq=999&anchor_hash={head}");
+    let (_, v) = request(h, "GET", &beyond, reader, "");
+    assert_eq!(v["first_bad_seq"], expected.len() + 1, "{v}");
+    for bad in [
+        "anchor_seq=3",
+        "anchor_seq=3&anchor_hash=xyz",
+        "anchor_seq=-1&anchor_hash=00",
+    ] {
+        let path = format!("{base}/audit/verify?{bad}");
+        assert_eq!(request(h, "GET", &path, reader, "").0, 400, "{bad}");
+    }
 
     // Another project's key, a bad cursor, a reversed range.
     let other = admin(&["bootstrap", "--org", "acme", "--project", "other"]);

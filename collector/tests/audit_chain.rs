@@ -7,7 +7,7 @@
 mod common;
 
 use mongodb::bson::{Document, doc};
-use neurocloak_collector::audit::{self, Action, Verification};
+use neurocloak_collector::audit::{self, Action, Anchor, Verification};
 use neurocloak_collector::store::{self, SharedStore};
 use serde_json::json;
 
@@ -71,6 +71,54 @@ fn check(case: Tamper, v: &Verification) {
     assert_eq!(v.entries, (seq - 1) as u64, "{case:?}: {v:?}");
     let reason = v.reason.clone().unwrap();
     assert!(reason.contains(word), "{case:?}: {reason}");
+}
+
+/// What a chain cannot show on its own, an anchor kept elsewhere does: the newest entries
+/// removed, or the tail replaced by a consistent chain of new entries. `truncate` deletes the
+/// entries from a seq on, directly in the database.
+async fn anchors_catch_truncation_and_rewrites<F, Fut>(s: &SharedStore, truncate: F)
+where
+    F: Fn(String, i64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for (chain, rewrite) in [("truncated", false), ("rewritten", true)] {
+        build_chain(s, chain).await;
+        let head = audit::verify(&**s, chain).await.unwrap();
+        let anchor = Anchor::new(ENTRIES as i64, head.head_hash.as_deref().unwrap()).unwrap();
+        let anchored = audit::verify_against(&**s, chain, Some(&anchor))
+            .await
+            .unwrap();
+        assert!(anchored.ok, "{anchored:?}");
+        truncate(chain.to_owned(), 7).await;
+        if rewrite {
+            for i in 0..2 {
+                let a = Action::new(
+                    chain,
+                    "admin-cli",
+                    "rule.delete",
+                    &format!("rule/x{i}"),
+                    json!({}),
+                );
+                audit::append(&**s, &a).await.unwrap();
+            }
+        }
+        let plain = audit::verify(&**s, chain).await.unwrap();
+        assert!(plain.ok, "the chain alone cannot tell: {plain:?}");
+        let v = audit::verify_against(&**s, chain, Some(&anchor))
+            .await
+            .unwrap();
+        assert!(!v.ok, "{chain}: {v:?}");
+        let (seq, word) = if rewrite {
+            (8, "anchor")
+        } else {
+            (7, "removed")
+        };
+        assert_eq!(v.first_bad_seq, Some(seq), "{chain}: {v:?}");
+        assert!(v.reason.as_deref().unwrap().contains(word), "{v:?}");
+    }
+    assert!(Anchor::parse("8:abc").is_err());
+    assert!(Anchor::parse(&format!("0:{}", "a".repeat(64))).is_err());
+    assert!(Anchor::parse(&format!("x:{}", "a".repeat(64))).is_err());
 }
 
 // ---- SQLite -------------------------------------------------------------------------------
@@ -149,6 +197,19 @@ async fn tampering_is_pinpointed_on_sqlite() {
     }
     // Untouched chains still verify.
     build_chain(&s, "untouched").await;
+    let path = path.clone();
+    anchors_catch_truncation_and_rewrites(&s, |chain, from| {
+        let path = path.clone();
+        async move {
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.execute(
+                "DELETE FROM audit WHERE project_id = ?1 AND seq >= ?2",
+                rusqlite::params![chain, from],
+            )
+            .unwrap();
+        }
+    })
+    .await;
 }
 
 // ---- MongoDB on FerretDB ------------------------------------------------------------------
@@ -225,4 +286,15 @@ async fn tampering_is_pinpointed_on_ferretdb() {
         check(case, &audit::verify(&*s, &chain).await.unwrap());
     }
     build_chain(&s, "untouched").await;
+    anchors_catch_truncation_and_rewrites(&s, |chain, from| {
+        let coll = coll.clone();
+        async move {
+            let gone = coll
+                .delete_many(doc! { "project_id": chain, "seq": { "$gte": from } })
+                .await
+                .unwrap();
+            assert!(gone.deleted_count >= 1);
+        }
+    })
+    .await;
 }
