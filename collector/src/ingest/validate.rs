@@ -2,6 +2,7 @@
 //! A rejection names the field path (`items[3].window.features["age"].numeric.kll`), so an
 //! agent's operator can see at once what was wrong.
 
+use neurocloak_core::profile::ProbeIssueKind;
 use neurocloak_proto::v1::{
     ColumnProfile, FixedBins, IngestBatch, LabelBatch, ModelIdentity, ReferenceProfile, SampledRow,
     Value, WindowProfile, ingest_item::Payload, value::Kind,
@@ -321,8 +322,13 @@ impl Validator<'_> {
         }
         for (i, p) in w.robustness.iter().enumerate() {
             neurocloak_core::profile::check_probe(p).map_err(|e| {
+                let reason = match e.kind {
+                    ProbeIssueKind::Number => "number",
+                    ProbeIssueKind::Count => "count",
+                    ProbeIssueKind::Name => "identity",
+                };
                 reject(
-                    "robustness",
+                    reason,
                     &format!("{path}.robustness[{i}].{}", e.field),
                     e.why,
                 )
@@ -679,28 +685,30 @@ mod tests {
         w.robustness = vec![probe(), probe()];
         assert!(check(&batch(Payload::Window(w))).is_ok());
         type Spoil = fn(&mut neurocloak_proto::v1::RobustnessProbe);
-        let cases: [(Spoil, &str); 9] = [
-            (|p| p.stability = f64::NAN, "stability"),
-            (|p| p.stability = f64::INFINITY, "stability"),
-            (|p| p.stability = 1.01, "stability"),
-            (|p| p.dropout = -0.1, "dropout"),
-            (|p| p.noise = f64::NEG_INFINITY, "noise"),
-            (|p| p.rows = 0, "rows"),
-            (|p| p.repeats = 0, "repeats"),
+        let cases: [(Spoil, &str, &str); 9] = [
+            (|p| p.stability = f64::NAN, "stability", "number"),
+            (|p| p.stability = f64::INFINITY, "stability", "number"),
+            (|p| p.stability = 1.01, "stability", "number"),
+            (|p| p.dropout = -0.1, "dropout", "number"),
+            (|p| p.noise = f64::NEG_INFINITY, "noise", "number"),
+            (|p| p.rows = 0, "rows", "number"),
+            (|p| p.repeats = 0, "repeats", "number"),
             (
                 |p| {
                     p.feature_sensitivity.insert("age".into(), f64::NAN);
                 },
                 "feature_sensitivity[\"age\"]",
+                "number",
             ),
             (
                 |p| {
                     p.feature_sensitivity.insert("x".repeat(10_000), 0.5);
                 },
                 "feature_sensitivity[",
+                "identity",
             ),
         ];
-        for (spoil, field) in cases {
+        for (spoil, field, reason) in cases {
             let mut w = window();
             let mut bad = probe();
             spoil(&mut bad);
@@ -708,7 +716,7 @@ mod tests {
             let r = rejected(&batch(Payload::Window(w)));
             let want = format!("items[0].window.robustness[1].{field}");
             assert!(r.message.starts_with(&want), "{} (want {want})", r.message);
-            assert_eq!(r.reason, "robustness");
+            assert_eq!(r.reason, reason, "{}", r.message);
         }
         let mut w = window();
         w.robustness = vec![probe(); neurocloak_core::profile::MAX_PROBES + 1];
@@ -731,6 +739,7 @@ mod tests {
             "{}",
             r.message
         );
+        assert_eq!(r.reason, "count");
     }
 
     #[test]

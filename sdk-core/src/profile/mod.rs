@@ -14,7 +14,7 @@ pub use outcomes::{ClassificationOutcomes, MAX_CLASSES, Outcomes, RegressionOutc
 pub use reference::{ReferenceProfile, decile_edges};
 pub use reservoir::{DEFAULT_RESERVOIR, MAX_RESERVOIR, Reservoir};
 pub use robustness::{
-    MAX_PROBE_FEATURES, MAX_PROBE_NAME_LEN, MAX_PROBES, ProbeIssue, check_probe, merge_probes,
-    window_stability,
+    MAX_PROBE_FEATURES, MAX_PROBE_NAME_LEN, MAX_PROBES, ProbeIssue, ProbeIssueKind, check_probe,
+    merge_probes, window_stability,
 };
 pub use window::{GroupProfile, MAX_COLUMNS, MAX_RECORDS, WindowProfile, merge_parts};

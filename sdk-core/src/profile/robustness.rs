@@ -20,13 +20,26 @@ pub const MAX_PROBE_FEATURES: usize = 2000;
 pub const MAX_PROBE_NAME_LEN: usize = 256;
 
 /// What is wrong with a probe: the field (relative to the probe, e.g. `stability` or
-/// `feature_sensitivity["age"]`) and why.
+/// `feature_sensitivity["age"]`), which kind of problem, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeIssue {
     /// The offending field.
     pub field: String,
+    /// The kind of problem (a bounded label, e.g. for a rejects metric).
+    pub kind: ProbeIssueKind,
     /// What was wrong with it.
     pub why: String,
+}
+
+/// Kinds of [`ProbeIssue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeIssueKind {
+    /// A number that is not finite or outside its range (counts of 0 included).
+    Number,
+    /// A sensitivity map with too many features.
+    Count,
+    /// A feature name that is empty, too long or holds control characters.
+    Name,
 }
 
 impl std::fmt::Display for ProbeIssue {
@@ -38,6 +51,7 @@ impl std::fmt::Display for ProbeIssue {
 fn issue(field: impl Into<String>, why: impl Into<String>) -> ProbeIssue {
     ProbeIssue {
         field: field.into(),
+        kind: ProbeIssueKind::Number,
         why: why.into(),
     }
 }
@@ -73,21 +87,27 @@ pub fn check_probe(p: &pb::RobustnessProbe) -> Result<(), ProbeIssue> {
     }
     let n = p.feature_sensitivity.len();
     if n > MAX_PROBE_FEATURES {
-        return Err(issue(
-            "feature_sensitivity",
-            format!("{n} features, limit {MAX_PROBE_FEATURES}"),
-        ));
+        return Err(ProbeIssue {
+            kind: ProbeIssueKind::Count,
+            ..issue(
+                "feature_sensitivity",
+                format!("{n} features, limit {MAX_PROBE_FEATURES}"),
+            )
+        });
     }
     for (name, s) in &p.feature_sensitivity {
         let field = || format!("feature_sensitivity[{name:?}]");
         if name.is_empty() || name.len() > MAX_PROBE_NAME_LEN || name.chars().any(char::is_control)
         {
-            return Err(issue(
-                field(),
-                format!(
-                    "feature names must be 1..={MAX_PROBE_NAME_LEN} bytes without control characters"
-                ),
-            ));
+            return Err(ProbeIssue {
+                kind: ProbeIssueKind::Name,
+                ..issue(
+                    field(),
+                    format!(
+                        "feature names must be 1..={MAX_PROBE_NAME_LEN} bytes without control characters"
+                    ),
+                )
+            });
         }
         unit(&field(), *s)?;
     }
@@ -190,13 +210,34 @@ mod tests {
             let e = check_probe(&p).expect_err(field);
             assert_eq!(e.field, field, "{e}");
         }
-        let mut long = probe(0.9, 100, 1);
-        long.feature_sensitivity
-            .insert("x".repeat(MAX_PROBE_NAME_LEN + 1), 0.1);
-        assert!(check_probe(&long).is_err());
-        let mut empty = probe(0.9, 100, 1);
-        empty.feature_sensitivity.insert(String::new(), 0.1);
-        assert!(check_probe(&empty).is_err());
+        let kind = |spoil: fn(&mut pb::RobustnessProbe)| {
+            let mut p = probe(0.9, 100, 1);
+            spoil(&mut p);
+            check_probe(&p).map_err(|e| e.kind)
+        };
+        assert_eq!(kind(|_| {}), Ok(()));
+        assert_eq!(kind(|p| p.rows = 0), Err(ProbeIssueKind::Number));
+        assert_eq!(
+            kind(|p| {
+                p.feature_sensitivity
+                    .insert("x".repeat(MAX_PROBE_NAME_LEN + 1), 0.1);
+            }),
+            Err(ProbeIssueKind::Name)
+        );
+        assert_eq!(
+            kind(|p| {
+                p.feature_sensitivity.insert(String::new(), 0.1);
+            }),
+            Err(ProbeIssueKind::Name)
+        );
+        assert_eq!(
+            kind(|p| {
+                p.feature_sensitivity = (0..=MAX_PROBE_FEATURES)
+                    .map(|i| (format!("f{i}"), 0.0))
+                    .collect();
+            }),
+            Err(ProbeIssueKind::Count)
+        );
     }
 
     #[test]
