@@ -1,9 +1,9 @@
 // Types of the public `neurocloak` API (index.js). The native addon's own types are generated
 // by napi-rs into native.d.ts; this file re-uses its result shapes.
 
-import type { Stats, WindowSummary, ColumnSummary } from './native'
+import type { Stats, WindowSummary, ColumnSummary, RobustnessReport } from './native'
 
-export type { Stats, WindowSummary, ColumnSummary }
+export type { Stats, WindowSummary, ColumnSummary, RobustnessReport }
 
 export type FeatureKind = 'numeric' | 'categorical' | 'boolean'
 export type Task = 'binary' | 'multiclass' | 'regression'
@@ -125,6 +125,12 @@ export declare class Monitor {
   setReference(columns: Record<string, Column>): void
   /** Records one latency in milliseconds (finite, >= 0). */
   recordLatency(ms: number): void
+  /**
+   * Records a robustness probe's result into the window open now (numbers finite and in range:
+   * stability, dropout, sensitivities in [0, 1]; noise >= 0; rows, repeats integers >= 1).
+   * Out-of-range values throw NC_INVALID_PROFILE, wrong types NC_INVALID_ARGUMENT.
+   */
+  recordRobustness(report: RobustnessReport): void
   /** Counts one failed prediction. */
   recordError(): void
   /** Wraps a sync or async predict function: times, logs, counts failures, rethrows them. */

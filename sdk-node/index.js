@@ -546,6 +546,36 @@ class Monitor {
     this._native.recordLatency(ms)
   }
 
+  /**
+   * Records a robustness probe's result (the model called on perturbed rows) into the window
+   * open now; it reaches the collector with that window and is scored there.
+   */
+  recordRobustness(report) {
+    if (report === null || typeof report !== 'object') {
+      throw typeError('recordRobustness expects a report object')
+    }
+    const sensitivity = report.featureSensitivity ?? {}
+    if (sensitivity === null || typeof sensitivity !== 'object' || Array.isArray(sensitivity)) {
+      throw typeError('featureSensitivity must be an object of feature name to number')
+    }
+    for (const key of ['stability', 'rows', 'repeats', 'noise', 'dropout']) {
+      if (typeof report[key] !== 'number') throw typeError(`report.${key} must be a number`)
+    }
+    for (const [name, value] of Object.entries(sensitivity)) {
+      if (typeof value !== 'number') throw typeError(`featureSensitivity[${JSON.stringify(name)}] must be a number`)
+    }
+    this._dirty = true
+    this._native.recordRobustness({
+      stability: report.stability,
+      rows: report.rows,
+      repeats: report.repeats,
+      noise: report.noise,
+      dropout: report.dropout,
+      discrete: Boolean(report.discrete),
+      featureSensitivity: sensitivity,
+    })
+  }
+
   /** Counts one failed prediction. */
   recordError() {
     this._dirty = true

@@ -34,6 +34,11 @@ export declare class NativeMonitor {
   setReference(columns: Array<NativeColumn>): void
   /** Latency of one prediction in milliseconds. */
   recordLatency(ms: number): void
+  /**
+   * Records a robustness probe's result into the window open now; the core refuses
+   * out-of-range numbers (NC_INVALID_PROFILE, naming the field).
+   */
+  recordRobustness(report: RobustnessReport): void
   /** Counts one failed prediction. */
   recordError(): void
   /** Resolves true once everything recorded so far is delivered, false on timeout. */
@@ -122,6 +127,24 @@ export interface NativeOptions {
 /** Version of the native addon, so the JS layer can refuse a mismatched build. */
 export declare function nativeVersion(): string
 
+/** A robustness probe's result, computed by calling the real model on perturbed rows. */
+export interface RobustnessReport {
+  /** Prediction stability in [0, 1] (1 = unchanged by the perturbation). */
+  stability: number
+  /** Rows probed (an integer >= 1): the probe's weight in the window's stability. */
+  rows: number
+  /** Perturbed passes over those rows (an integer >= 1). */
+  repeats: number
+  /** Noise standard deviation as a fraction of each numeric feature's (>= 0). */
+  noise: number
+  /** Probability a cell was replaced by its column's neutral value, in [0, 1]. */
+  dropout: number
+  /** Predictions compared for equality (classes) rather than by size of change. */
+  discrete: boolean
+  /** Instability (1 - stability) when only that feature is perturbed, each in [0, 1]. */
+  featureSensitivity?: Record<string, number>
+}
+
 export interface Stats {
   /** Payloads handed to the shipper. */
   sent: number
@@ -157,4 +180,8 @@ export interface WindowSummary {
   features: Record<string, ColumnSummary>
   prediction?: ColumnSummary
   label?: ColumnSummary
+  /** Robustness probes kept in this window (`recordRobustness`). */
+  robustnessProbes: number
+  /** Their rows-weighted stability, what the collector scores; absent without probes. */
+  perturbationStability?: number
 }

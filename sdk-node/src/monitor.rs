@@ -84,6 +84,25 @@ pub struct NativeBatch {
     pub scores: Option<Float64Array>,
 }
 
+/// A robustness probe's result, computed by calling the real model on perturbed rows.
+#[napi(object)]
+pub struct RobustnessReport {
+    /// Prediction stability in [0, 1] (1 = unchanged by the perturbation).
+    pub stability: f64,
+    /// Rows probed (an integer >= 1): the probe's weight in the window's stability.
+    pub rows: f64,
+    /// Perturbed passes over those rows (an integer >= 1).
+    pub repeats: f64,
+    /// Noise standard deviation as a fraction of each numeric feature's (>= 0).
+    pub noise: f64,
+    /// Probability a cell was replaced by its column's neutral value, in [0, 1].
+    pub dropout: f64,
+    /// Predictions compared for equality (classes) rather than by size of change.
+    pub discrete: bool,
+    /// Instability (1 - stability) when only that feature is perturbed, each in [0, 1].
+    pub feature_sensitivity: Option<std::collections::HashMap<String, f64>>,
+}
+
 #[napi(object)]
 pub struct Stats {
     /// Payloads handed to the shipper.
@@ -320,6 +339,28 @@ impl NativeMonitor {
         }
         self.latency(Some(ms));
         Ok(())
+    }
+
+    /// Records a robustness probe's result into the window open now; the core refuses
+    /// out-of-range numbers (NC_INVALID_PROFILE, naming the field).
+    #[napi]
+    pub fn record_robustness(&self, report: RobustnessReport) -> Result<()> {
+        let probe = neurocloak_proto::v1::RobustnessProbe {
+            stability: report.stability,
+            rows: count("rows", report.rows)?,
+            repeats: u32::try_from(count("repeats", report.repeats)?)
+                .map_err(|_| invalid_argument("repeats must be below 2^32"))?,
+            noise: report.noise,
+            dropout: report.dropout,
+            discrete: report.discrete,
+            feature_sensitivity: report
+                .feature_sensitivity
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            probe_time_ms: 0,
+        };
+        self.monitor.record_robustness(probe).map_err(from_core)
     }
 
     /// Counts one failed prediction.
@@ -665,4 +706,15 @@ fn optional_data<'a>(
     s: &'a Staged<'a>,
 ) -> Result<Option<ColumnData<'a>>> {
     c.map(|c| data(c, s)).transpose()
+}
+
+/// A JS number that must be a non-negative integer (a count).
+fn count(what: &str, x: f64) -> Result<u64> {
+    if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 9_007_199_254_740_991.0 {
+        Ok(x as u64)
+    } else {
+        Err(invalid_argument(format!(
+            "{what} must be a non-negative integer, got {x}"
+        )))
+    }
 }

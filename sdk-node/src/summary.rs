@@ -44,6 +44,10 @@ pub struct WindowSummary {
     pub features: HashMap<String, ColumnSummary>,
     pub prediction: Option<ColumnSummary>,
     pub label: Option<ColumnSummary>,
+    /// Robustness probes kept in this window (`recordRobustness`).
+    pub robustness_probes: u32,
+    /// Their rows-weighted stability, what the collector scores; absent without probes.
+    pub perturbation_stability: Option<f64>,
 }
 
 pub fn summarize(w: &pb::WindowProfile) -> WindowSummary {
@@ -68,6 +72,8 @@ pub fn summarize(w: &pb::WindowProfile) -> WindowSummary {
             .collect(),
         prediction: w.prediction.as_ref().map(column),
         label: w.label.as_ref().map(column),
+        robustness_probes: w.robustness.len() as u32,
+        perturbation_stability: neurocloak_core::profile::window_stability(&w.robustness),
     }
 }
 
