@@ -238,14 +238,13 @@ async fn tamper_mongo(coll: &mongodb::Collection<Document>, chain: &str, case: T
             let next = doc! { "project_id": chain, "seq": VICTIM + 1 };
             let b = coll.find_one(next).await.unwrap().unwrap();
             let (a_id, b_id) = (a.get("_id").unwrap().clone(), b.get("_id").unwrap().clone());
-            one(coll
-                .update_one(doc! { "_id": a_id }, set(doc! { "seq": VICTIM + 1 }))
-                .await
-                .unwrap());
-            one(coll
-                .update_one(doc! { "_id": b_id }, set(doc! { "seq": VICTIM }))
-                .await
-                .unwrap());
+            // Through a free seq: the unique index refuses two entries at one seq.
+            for (id, seq) in [(&a_id, -1), (&b_id, VICTIM), (&a_id, VICTIM + 1)] {
+                one(coll
+                    .update_one(doc! { "_id": id.clone() }, set(doc! { "seq": seq }))
+                    .await
+                    .unwrap());
+            }
         }
         Tamper::RewriteWithHash => {
             let d = coll.find_one(victim.clone()).await.unwrap().unwrap();
@@ -286,6 +285,18 @@ async fn tampering_is_pinpointed_on_ferretdb() {
         check(case, &audit::verify(&*s, &chain).await.unwrap());
     }
     build_chain(&s, "untouched").await;
+    // A forged second entry at a taken seq under another `_id` is refused by the database.
+    let mut forged = coll
+        .find_one(doc! { "project_id": "untouched", "seq": 3 })
+        .await
+        .unwrap()
+        .unwrap();
+    forged.insert("_id", "forged");
+    let err = coll.insert_one(forged).await.unwrap_err();
+    assert!(
+        err.to_string().contains("11000") || err.to_string().contains("duplicate"),
+        "{err}"
+    );
     anchors_catch_truncation_and_rewrites(&s, |chain, from| {
         let coll = coll.clone();
         async move {

@@ -61,10 +61,21 @@ impl MongoStore {
     }
 
     async fn index(&self, coll: &str, keys: Document, name: &str) -> Result<()> {
-        let model = IndexModel::builder()
-            .keys(keys)
-            .options(IndexOptions::builder().name(name.to_owned()).build())
+        self.create_index(coll, keys, name, false).await
+    }
+
+    async fn create_index(
+        &self,
+        coll: &str,
+        keys: Document,
+        name: &str,
+        unique: bool,
+    ) -> Result<()> {
+        let options = IndexOptions::builder()
+            .name(name.to_owned())
+            .unique(unique.then_some(true))
             .build();
+        let model = IndexModel::builder().keys(keys).options(options).build();
         self.coll(coll).create_index(model).await?;
         Ok(())
     }
@@ -180,16 +191,23 @@ fn join(parts: &[&str]) -> String {
 fn duplicate_only(e: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};
     match e.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(we)) => we.code == DUPLICATE_KEY,
+        ErrorKind::Write(WriteFailure::WriteError(we)) => is_duplicate(we.code, &we.message),
         ErrorKind::InsertMany(m) => {
             m.write_concern_error.is_none()
                 && m.write_errors
                     .as_ref()
-                    .is_some_and(|errs| errs.iter().all(|we| we.code == DUPLICATE_KEY))
+                    .is_some_and(|errs| errs.iter().all(|we| is_duplicate(we.code, &we.message)))
         }
-        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        ErrorKind::Command(c) => is_duplicate(c.code, &c.message),
         _ => false,
     }
+}
+
+/// MongoDB reports every unique-index violation as 11000. FerretDB 1.x does for `_id`, but a
+/// unique secondary index (the audit's `by_seq`) fails as InternalError (1) carrying SQLite's
+/// message; both mean "someone wrote it first".
+fn is_duplicate(code: i32, message: &str) -> bool {
+    code == DUPLICATE_KEY || (code == 1 && message.contains("UNIQUE constraint failed"))
 }
 
 fn bin(bytes: &[u8]) -> Binary {
@@ -447,8 +465,9 @@ impl Store for MongoStore {
             .await?;
         self.index("completions", doc! { "completed_ms": 1 }, "by_completed")
             .await?;
-        // `_id` (chain, seq) is what makes appends exclusive; these serve the reads.
-        self.index("audit", doc! { "project_id": 1, "seq": -1 }, "by_seq")
+        // `_id` (chain, seq) is what makes appends exclusive; the unique index also refuses a
+        // second entry at a taken seq written under another `_id` (a forged fork).
+        self.create_index("audit", doc! { "project_id": 1, "seq": -1 }, "by_seq", true)
             .await?;
         self.index("audit", doc! { "project_id": 1, "time_ms": -1 }, "by_time")
             .await?;
@@ -961,5 +980,20 @@ impl Store for MongoStore {
             .await?;
         let rows = docs.iter().map(read_audit).collect::<Result<Vec<_>>>()?;
         Ok(paginate(rows, limit, audit_cursor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_duplicate;
+
+    #[test]
+    fn ferretdb_unique_index_violations_count_as_duplicates() {
+        assert!(is_duplicate(11000, "E11000 duplicate key error"));
+        let ferret = "[collection.go:177 sqlite.(*collection).UpdateAll.func1] constraint failed: \
+                      UNIQUE constraint failed: index 'audit_f5615aa8_by_seq' (2067)";
+        assert!(is_duplicate(1, ferret));
+        assert!(!is_duplicate(1, "some other internal error"));
+        assert!(!is_duplicate(2, "UNIQUE constraint failed"));
     }
 }
