@@ -898,7 +898,14 @@ fn check_audit(c: &mut Checker, k: &Keys) {
     let a = c.get(&format!("{P}/audit?from_ms=9&to_ms=1"), &k.key);
     assert_eq!(a.status, 400);
     let a = c.get(&format!("{P}/audit/verify"), &k.key);
-    assert_eq!(a.json()["ok"], true, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["ok"], true, "{}", a.body);
+    // Verified again against the head it reported, kept as an anchor.
+    let (seq, hash) = (&v["entries"], v["head_hash"].as_str().unwrap());
+    let anchored = format!("{P}/audit/verify?anchor_seq={seq}&anchor_hash={hash}");
+    assert_eq!(c.get(&anchored, &k.key).json()["ok"], true);
+    let half = c.get(&format!("{P}/audit/verify?anchor_seq={seq}"), &k.key);
+    assert_eq!(half.status, 400);
 }
 
 fn check_deletes(c: &mut Checker, k: &Keys) {
