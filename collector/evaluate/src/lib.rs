@@ -271,12 +271,16 @@ pub fn evaluate_window(
         quality: Section::Evaluated {
             result: quality::evaluate_quality(current, base, baseline.bins()),
         },
-        robustness: base.map_or_else(no_baseline, |b| Section::Evaluated {
-            result: RobustnessReport {
-                ood: quality::ood_share(current, b),
-                perturbation_stability: ctx.perturbation_stability,
+        // The probe needs no baseline (it compares the model with itself); the OOD share does.
+        robustness: match (base, ctx.perturbation_stability) {
+            (None, None) => no_baseline(),
+            (base, stability) => Section::Evaluated {
+                result: RobustnessReport {
+                    ood: base.and_then(|b| quality::ood_share(current, b)),
+                    perturbation_stability: stability,
+                },
             },
-        }),
+        },
         explainability: explain_section(current, base, ctx),
         operations: Section::Evaluated {
             result: operations::evaluate_operations(current, &ctx.recent_volumes, &cfg.operations),

@@ -155,6 +155,37 @@ fn without_baseline_components_are_left_out_not_guessed() {
     assert!((total - 1.0).abs() < 1e-12, "weights renormalised: {total}");
 }
 
+/// A robustness probe compares the model with itself, so it is scored even without a baseline;
+/// only the out-of-distribution share needs one.
+#[test]
+fn a_probe_is_scored_without_a_baseline() {
+    let w = common::window(&current(), None);
+    let robustness = |e: &WindowEvaluation| {
+        let t = trust_score(e, &TrustConfig::default(), &[]).unwrap();
+        t.components
+            .into_iter()
+            .find(|c| c.component == Component::Robustness)
+            .unwrap()
+    };
+    let none = evaluate_window(&w, Baseline::None, &EvalContext::default()).unwrap();
+    assert!(matches!(none.robustness, Section::Insufficient { .. }));
+    assert!(robustness(&none).score.is_none());
+
+    let probed = |stability: f64| {
+        let ctx = EvalContext {
+            perturbation_stability: Some(stability),
+            ..Default::default()
+        };
+        evaluate_window(&w, Baseline::None, &ctx).unwrap()
+    };
+    let (stable, shaky) = (probed(1.0), probed(0.6));
+    let r = shaky.robustness.result().unwrap();
+    assert_eq!(r.perturbation_stability, Some(0.6));
+    assert!(r.ood.is_none());
+    let (hi, lo) = (robustness(&stable), robustness(&shaky));
+    assert!(hi.score.unwrap() > lo.score.unwrap(), "{hi:?} {lo:?}");
+}
+
 #[test]
 fn trailing_window_baseline_uses_sketch_bins() {
     let b = common::window(&base(), None);
