@@ -147,6 +147,8 @@ async fn round(agent: &RunningAgent, template: &WindowProfile, round: u64) -> Du
 }
 
 fn bench(c: &mut Criterion) {
+    // As the agent binary does.
+    neurocloak_agent::memory::limit_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

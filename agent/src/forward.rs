@@ -167,18 +167,6 @@ impl Backoff {
     }
 }
 
-/// Returns the allocator's free pages to the OS once a burst of forwarding is over. Window
-/// parts are decoded, merged and encoded in bursts (at every window's end); glibc's malloc
-/// keeps what such a burst freed in its per-thread arenas, which made the agent's RSS settle
-/// at three times its live heap (docs/agent.md, "Resource use").
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only takes the allocator's own locks; it is safe at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Drives the forward stage until `drain` is set and the queue is empty (or forever).
 pub struct Forwarder {
     pub queue: Arc<Mutex<DiskQueue>>,
@@ -211,8 +199,9 @@ impl Forwarder {
             match self.decide(draining) {
                 Next::Done => return,
                 Next::Wait(d) => {
+                    // A forwarding burst is over: what it freed goes back to the OS.
                     if std::mem::take(&mut sent_since_trim) {
-                        release_free_memory();
+                        crate::memory::release_free_memory();
                     }
                     let sleep = tokio::time::sleep(d.unwrap_or(Duration::from_secs(3600)));
                     tokio::select! {

@@ -2,11 +2,13 @@
 //! [`receive`] serves SDK pushes (gRPC on a Unix socket and loopback TCP) and acknowledges them
 //! once [`queue`] has them on disk; [`forward`] sends batches to the collector, merging window
 //! parts of different processes with [`merge`]; [`ops`] exposes health and metrics;
-//! [`config`] reads file, environment and flags; [`run`] wires the stages together.
+//! [`config`] reads file, environment and flags; [`run`] wires the stages together; [`memory`]
+//! keeps the allocator from holding on to what the bursts at every window's end freed.
 
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod memory;
 pub mod merge;
 pub mod ops;
 pub mod queue;

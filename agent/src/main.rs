@@ -15,6 +15,7 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
+    neurocloak_agent::memory::limit_arenas();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -1,19 +1,32 @@
 //! Where SDK data enters: the `AgentService` gRPC service. A push is validated, handed to the
 //! queue's group-commit writer and acknowledged only once it is on disk.
+//!
+//! [`AgentServer`] serves `Push` from the message's bytes: a push is decoded only when one of
+//! [`MAX_DECODING`] permits is free, and encoded for the queue before the permit is released.
+//! At a window's end every SDK process pushes at the same moment, and a decoded push (plus the
+//! profile built to validate it) is several times its wire size.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use neurocloak_proto::v1::agent_service_server::AgentService;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use neurocloak_proto::v1::agent_service_server::{AgentService, AgentServiceServer, SERVICE_NAME};
 use neurocloak_proto::v1::push_request::Payload as PushPayload;
 use neurocloak_proto::v1::{
     IngestItem, ModelIdentity, PushRequest, PushResponse, ReferenceBinsRequest,
     ReferenceBinsResponse, ingest_item,
 };
 use parking_lot::Mutex;
+use prost::Message;
+use prost::bytes::{Buf, Bytes};
 use tokio::sync::{Notify, Semaphore, oneshot};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
+use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
 use crate::forward::Collector;
@@ -24,10 +37,10 @@ const MAX_NAME: usize = 256;
 const MAX_LABELS: usize = 100_000;
 /// Pushes written with one write + fdatasync at most.
 const MAX_GROUP: usize = 1024;
-/// Pushes validated at once. Validation builds the SDK's profile from the push (several times
-/// the push's size) and is pure CPU work, so more at once than the runtime has workers only
-/// adds memory: at a window's end every SDK process pushes at the same moment.
-const MAX_VALIDATING: usize = 2;
+/// Pushes decoded and validated at once: pure CPU work, so more at once than the runtime has
+/// workers would only add memory.
+pub const MAX_DECODING: usize = 2;
+const PUSH_PATH: &str = "/neurocloak.v1.AgentService/Push";
 
 /// Counters of the receive stage (pushes, not records).
 #[derive(Debug, Default)]
@@ -118,7 +131,7 @@ pub struct Receiver {
     stats: Arc<ReceiveStats>,
     bins_cache: Mutex<HashMap<String, (Instant, ReferenceBinsResponse)>>,
     bins_ttl: Duration,
-    validating: Semaphore,
+    decoding: Semaphore,
 }
 
 impl Receiver {
@@ -129,7 +142,7 @@ impl Receiver {
             stats,
             bins_cache: Mutex::new(HashMap::new()),
             bins_ttl: Duration::from_secs(60),
-            validating: Semaphore::new(MAX_VALIDATING),
+            decoding: Semaphore::new(MAX_DECODING),
         }
     }
 }
@@ -207,25 +220,36 @@ pub fn validate(req: PushRequest) -> Result<NewRecord, String> {
     ))
 }
 
-#[tonic::async_trait]
-impl AgentService for Receiver {
-    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+impl Receiver {
+    /// A push as it came off the wire: decoded, validated and encoded for the queue under a
+    /// decode permit, then stored.
+    async fn push_bytes(&self, body: Bytes) -> Result<PushResponse, Status> {
         let record = {
-            // Never closed, so acquiring cannot fail; without a permit, validate anyway.
-            let _permit = self.validating.acquire().await.ok();
-            validate(request.into_inner()).map_err(|e| {
-                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                Status::invalid_argument(e)
-            })?
+            // Never closed, so acquiring cannot fail; without a permit, decode anyway.
+            let _permit = self.decoding.acquire().await.ok();
+            let req = PushRequest::decode(body)
+                .map_err(|e| Status::internal(format!("failed to decode PushRequest: {e}")))?;
+            self.validated(req)?
         };
+        self.store(record).await
+    }
+
+    fn validated(&self, req: PushRequest) -> Result<NewRecord, Status> {
+        validate(req).map_err(|e| {
+            self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+            Status::invalid_argument(e)
+        })
+    }
+
+    async fn store(&self, record: NewRecord) -> Result<PushResponse, Status> {
         match self.appender.append(record).await {
             Ok(Appended::Stored(_)) => {
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                Ok(Response::new(PushResponse { duplicate: false }))
+                Ok(PushResponse { duplicate: false })
             }
             Ok(Appended::Duplicate) => {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                Ok(Response::new(PushResponse { duplicate: true }))
+                Ok(PushResponse { duplicate: true })
             }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -233,6 +257,15 @@ impl AgentService for Receiver {
                 Err(Status::unavailable(format!("agent queue: {e}")))
             }
         }
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for Receiver {
+    /// The generated path (already decoded); [`AgentServer`] routes pushes to `push_bytes`.
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        let record = self.validated(request.into_inner())?;
+        self.store(record).await.map(Response::new)
     }
 
     async fn get_reference_bins(
@@ -257,5 +290,114 @@ impl AgentService for Receiver {
         }
         cache.insert(key, (Instant::now(), bins.clone()));
         Ok(Response::new(bins))
+    }
+}
+
+/// The `AgentService` as served to SDKs: `Push` through [`Receiver::push_bytes`], every other
+/// method through the generated server.
+#[derive(Clone)]
+pub struct AgentServer {
+    receiver: Arc<Receiver>,
+    generated: AgentServiceServer<Receiver>,
+    max_message_bytes: usize,
+}
+
+impl AgentServer {
+    pub fn new(receiver: Arc<Receiver>, max_message_bytes: usize) -> Self {
+        Self {
+            generated: AgentServiceServer::from_arc(Arc::clone(&receiver))
+                .max_decoding_message_size(max_message_bytes),
+            receiver,
+            max_message_bytes,
+        }
+    }
+}
+
+impl NamedService for AgentServer {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl<B> Service<http::Request<B>> for AgentServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        <AgentServiceServer<Receiver> as Service<http::Request<B>>>::poll_ready(
+            &mut self.generated,
+            cx,
+        )
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != PUSH_PATH {
+            return self.generated.call(req);
+        }
+        let push = RawPush(Arc::clone(&self.receiver));
+        let max = self.max_message_bytes;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(RawPushCodec)
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(push, req).await)
+        })
+    }
+}
+
+struct RawPush(Arc<Receiver>);
+
+impl UnaryService<Bytes> for RawPush {
+    type Response = PushResponse;
+    type Future = BoxFuture<Response<PushResponse>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let receiver = Arc::clone(&self.0);
+        Box::pin(async move {
+            receiver
+                .push_bytes(request.into_inner())
+                .await
+                .map(Response::new)
+        })
+    }
+}
+
+/// Takes a push's message bytes as they are (the gRPC framing and size limit are tonic's) and
+/// encodes the reply with prost.
+struct RawPushCodec;
+
+impl Codec for RawPushCodec {
+    type Encode = PushResponse;
+    type Decode = Bytes;
+    type Encoder = RawPushCodec;
+    type Decoder = RawPushCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawPushCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawPushCodec
+    }
+}
+
+impl Encoder for RawPushCodec {
+    type Item = PushResponse;
+    type Error = Status;
+
+    fn encode(&mut self, item: PushResponse, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the reply: {e}")))
+    }
+}
+
+impl Decoder for RawPushCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }

@@ -18,7 +18,7 @@ use crate::error::AgentError;
 use crate::forward::{Collector, ForwardStats, Forwarder};
 use crate::ops::{self, OpsState};
 use crate::queue::{DiskQueue, QueueStats};
-use crate::receive::{Appender, ReceiveStats, Receiver};
+use crate::receive::{AgentServer, Appender, ReceiveStats, Receiver};
 
 /// A started agent. Dropping it without [`RunningAgent::shutdown`] aborts nothing gracefully.
 pub struct RunningAgent {
@@ -82,8 +82,7 @@ impl RunningAgent {
         ));
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AgentServiceServer<Receiver>>().await;
-        let service = AgentServiceServer::from_arc(receiver)
-            .max_decoding_message_size(config.max_message_bytes);
+        let service = AgentServer::new(receiver, config.max_message_bytes);
         let (stop_servers, stop_rx) = watch::channel(false);
         let mut servers = Vec::new();
         let mut tcp_addr = None;

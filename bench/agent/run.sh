@@ -8,6 +8,9 @@
 #   bench/agent/run.sh                                   # 75 s of load, 8 processes, 100 k rows/s
 #   BENCH_DURATION=90 BENCH_RATE=50000 bench/agent/run.sh
 #   bench/agent/run.sh --out /tmp/agent-bench.json       # extra arguments go to load.py
+#   BENCH_AGENT_WRAPPER="heaptrack -o /tmp/agent-heap" bench/agent/run.sh
+#       runs the agent under a profiler (any command that takes the agent's command line); the
+#       CPU and RSS samples then describe the wrapper process, so read the profiler's numbers
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
@@ -42,6 +45,14 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+if [ -n "${BENCH_AGENT_WRAPPER:-}" ]; then
+  mkdir "$work/bin"
+  ln -s "$bin/neurocloak-collector" "$work/bin/neurocloak-collector"
+  printf '#!/usr/bin/env bash\nexec %s %q "$@"\n' "$BENCH_AGENT_WRAPPER" "$bin/neurocloak-agent" \
+    > "$work/bin/neurocloak-agent"
+  chmod +x "$work/bin/neurocloak-agent"
+  bin="$work/bin"
+fi
 . scripts/stack.sh
 
 echo "== collector (SQLite store in $work/collector)"
