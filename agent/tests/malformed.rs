@@ -225,6 +225,12 @@ async fn malformed_and_oversized_pushes_get_clear_errors() {
         .await
         .unwrap();
     assert!(retry.into_inner().duplicate, "an SDK retry is deduplicated");
+    // The agent's other method still goes through the generated service.
+    let err = client
+        .get_reference_bins(neurocloak_proto::v1::ReferenceBinsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     let m = tokio::task::spawn_blocking(move || {
         let m = agent.check_invariant();
         drop(agent);
