@@ -13,27 +13,20 @@ fn log_rows(m: &neurocloak_core::Monitor, n: usize) {
     }
 }
 
-#[test]
-fn child_starts_empty_and_parent_keeps_its_rows() {
-    let (m, sink) = common::monitor(|_| {});
-    log_rows(&m, 5);
-    m.before_fork();
-    // SAFETY: the child only runs code that allocates and takes locks released by
-    // after_fork_child, then leaves with _exit.
+/// Forks: the child runs `child` and leaves with `_exit` (status 0 when it returned true, 1 when
+/// it returned false or panicked), so it never reaches the parent's test harness; the parent runs
+/// `parent`, then waits for the child and fails unless it succeeded.
+fn fork_and_check(child: impl FnOnce() -> bool, parent: impl FnOnce()) {
+    // SAFETY: the child only runs code that allocates and takes locks that after_fork_child
+    // released or the monitor's fork detection abandons, then leaves with _exit.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        m.after_fork_child();
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            log_rows(&m, 10);
-            let w = common::flushed(&m, &sink);
-            w.rows == 10 && w.features["x"].counters.count == 10
-        }))
-        .unwrap_or(false);
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(false);
         // SAFETY: leaving the child without running the parent's test harness teardown.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
-    m.after_fork_parent();
+    parent();
     let mut status = 0;
     // SAFETY: waiting for the child we just created.
     let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -41,6 +34,22 @@ fn child_starts_empty_and_parent_keeps_its_rows() {
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "child failed: {status}"
+    );
+}
+
+#[test]
+fn child_starts_empty_and_parent_keeps_its_rows() {
+    let (m, sink) = common::monitor(|_| {});
+    log_rows(&m, 5);
+    m.before_fork();
+    fork_and_check(
+        || {
+            m.after_fork_child();
+            log_rows(&m, 10);
+            let w = common::flushed(&m, &sink);
+            w.rows == 10 && w.features["x"].counters.count == 10
+        },
+        || m.after_fork_parent(),
     );
     log_rows(&m, 1);
     let w = common::flushed(&m, &sink);
@@ -53,25 +62,12 @@ fn child_starts_empty_and_parent_keeps_its_rows() {
 fn fork_without_hooks_is_detected() {
     let (m, sink) = common::monitor(|_| {});
     log_rows(&m, 7);
-    // SAFETY: as above.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    fork_and_check(
+        || {
             log_rows(&m, 2);
-            let w = common::flushed(&m, &sink);
-            w.rows == 2
-        }))
-        .unwrap_or(false);
-        // SAFETY: as above.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child failed: {status}"
+            common::flushed(&m, &sink).rows == 2
+        },
+        || {},
     );
     assert_eq!(common::flushed(&m, &sink).rows, 7);
 }
@@ -93,25 +89,12 @@ fn fork_without_hooks_while_another_thread_records() {
         })
     };
     for _ in 0..20 {
-        // SAFETY: the child only records, flushes and leaves with _exit.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fork_and_check(
+            || {
                 log_rows(&m, 3);
-                let w = common::flushed(&m, &sink);
-                w.rows == 3
-            }))
-            .unwrap_or(false);
-            // SAFETY: as above.
-            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-        }
-        let mut status = 0;
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "child failed: {status}"
+                common::flushed(&m, &sink).rows == 3
+            },
+            || {},
         );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
