@@ -795,15 +795,16 @@ fn notification_id(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::rule::{Comparator, Escalation};
     use serde_json::json;
 
-    const MIN: i64 = 60_000;
+    pub(crate) const MIN: i64 = 60_000;
 
-    fn rule() -> Rule {
+    /// Trust below 60 for 2 windows; resolves after 2 windows at or above 65.
+    pub(crate) fn rule() -> Rule {
         Rule {
             id: "r".into(),
             project: "p".into(),
@@ -827,19 +828,39 @@ mod tests {
         }
     }
 
+    /// The live state after observing `docs` (window start, document) once each, in order,
+    /// each when its window closes; and the actions of each window.
+    pub(crate) fn observe_each(
+        rule: &Rule,
+        docs: &[(i64, Value)],
+    ) -> (RuleState, Vec<Vec<Action>>) {
+        let engine = Engine::default();
+        let mut state = RuleState::new(&rule.id, "m@1");
+        let mut actions = Vec::new();
+        for (w, doc) in docs {
+            let (next, a) = engine.observe(&state, rule, *w, doc, w + MIN).unwrap();
+            state = next;
+            actions.push(a);
+        }
+        (state, actions)
+    }
+
     /// Feeds `values` as consecutive windows (`None` = metric absent) and returns the final
     /// state and the kinds of notification per window.
     fn run(rule: &Rule, values: &[Option<f64>]) -> (RuleState, Vec<Vec<NotificationKind>>) {
-        let engine = Engine::default();
-        let mut state = RuleState::new(&rule.id, "m@1");
-        let mut kinds = Vec::new();
-        for (i, v) in values.iter().enumerate() {
-            let doc = v.map_or(json!({}), |v| json!({"trust_score": v}));
-            let w = i as i64 * MIN;
-            let (next, actions) = engine.observe(&state, rule, w, &doc, w + MIN).unwrap();
-            state = next;
-            kinds.push(actions.iter().map(|a| a.notification.kind).collect());
-        }
+        let docs: Vec<_> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let doc = v.map_or(json!({}), |v| json!({"trust_score": v}));
+                (i as i64 * MIN, doc)
+            })
+            .collect();
+        let (state, actions) = observe_each(rule, &docs);
+        let kinds = actions
+            .iter()
+            .map(|a| a.iter().map(|a| a.notification.kind).collect())
+            .collect();
         (state, kinds)
     }
 

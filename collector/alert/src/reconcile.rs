@@ -262,34 +262,26 @@ fn truth(replayed: &RuleState, span: &Span<'_>, subject: &str, revised: i64) -> 
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::engine::tests::{MIN, observe_each};
     use crate::engine::{EngineConfig, NotificationKind};
-    use crate::rule::{Comparator, Escalation, Severity};
+    use crate::rule::{Comparator, Escalation};
     use serde_json::json;
 
-    const MIN: i64 = 60_000;
-
-    /// Accuracy below 0.8 for 2 windows; resolves after 2 windows at or above 0.85.
+    /// Accuracy below 0.8 for 2 windows; resolves after 2 windows at or above 0.85; pages after
+    /// a minute and never renotifies. Otherwise the engine tests' trust rule.
     fn accuracy_rule() -> Rule {
         Rule {
             id: "acc".into(),
-            project: "p".into(),
-            model: None,
-            version: None,
             name: "Accuracy".into(),
             metric: "performance.accuracy".into(),
-            comparator: Comparator::Lt,
             threshold: 0.8,
             resolve_threshold: Some(0.85),
-            for_windows: 2,
-            resolve_after_windows: 2,
-            severity: Severity::Critical,
-            labels: BTreeMap::new(),
-            channels: vec!["hook".into()],
             escalation: Some(Escalation {
                 after_secs: 60,
                 channel: "pager".into(),
             }),
             renotify_secs: None,
+            ..crate::engine::tests::rule()
         }
     }
 
@@ -308,15 +300,16 @@ mod tests {
 
     /// The live state after observing `values` as windows 0.. (each once, in order).
     fn live(rule: &Rule, values: &[Option<f64>]) -> (RuleState, Vec<Action>) {
-        let engine = Engine::default();
-        let mut state = RuleState::new(&rule.id, "m@1");
-        let mut all = Vec::new();
-        for (w, d) in stored(values) {
-            let (next, actions) = engine.observe(&state, rule, w, &d, w + MIN).unwrap();
-            state = next;
-            all.extend(actions);
+        let (state, actions) = observe_each(rule, &stored(values));
+        (state, actions.into_iter().flatten().collect())
+    }
+
+    /// The accuracy rule firing on the first breaching window.
+    fn at_once() -> Rule {
+        Rule {
+            for_windows: 1,
+            ..accuracy_rule()
         }
-        (state, all)
     }
 
     fn revised(history: &[(i64, Value)], window: i64) -> Revised<'_> {
@@ -406,10 +399,7 @@ mod tests {
 
     #[test]
     fn a_re_evaluation_that_withdraws_the_breach_resolves_the_firing_alert() {
-        let rule = Rule {
-            for_windows: 1,
-            ..accuracy_rule()
-        };
+        let rule = at_once();
         let engine = Engine::default();
         let (state, actions) = live(&rule, &[Some(0.9), Some(0.5), None]);
         assert_eq!(kinds(&actions), vec![NotificationKind::Fire]);
@@ -452,10 +442,7 @@ mod tests {
 
     #[test]
     fn late_healthy_windows_resolve_where_the_replay_resolves() {
-        let rule = Rule {
-            for_windows: 1,
-            ..accuracy_rule()
-        };
+        let rule = at_once();
         let engine = Engine::default();
         let (state, _) = live(&rule, &[Some(0.5), None, None, None]);
         // Labels for windows 1 and 2 arrive (healthy); window 3 still has none.
@@ -482,10 +469,7 @@ mod tests {
 
     #[test]
     fn unsettled_subjects_keep_their_live_state_and_are_counted() {
-        let rule = Rule {
-            for_windows: 1,
-            ..accuracy_rule()
-        };
+        let rule = at_once();
         let engine = Engine::default();
         let (state, _) = live(&rule, &[Some(0.5), None, None, None, None, None]);
         // Only the newest windows were read, all inside the hysteresis band (0.8..0.85): they
