@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,43 +16,8 @@ use serde_json::{Value, json};
 const PROJECT: &str = "audited";
 
 fn request(addr: SocketAddr, method: &str, path: &str, key: &str, body: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nx-api-key: {key}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
+    let reply = common::api_request(addr, method, path, Some(key), body.as_bytes());
+    (reply.status, reply.json_or_null())
 }
 
 /// Every entry of the project, oldest first, read page by page with `limit`.
@@ -401,22 +365,8 @@ fn hex_sha256(s: &str) -> String {
 fn two_collectors_append_to_one_chain() {
     let db = common::FerretDb::start();
     let storage = db.uri();
-    let admin = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--storage", &storage]);
-        common::admin(&all)
-    };
-    admin(&["bootstrap", "--org", "acme", "--project", PROJECT]);
-    let ops = admin(&[
-        "create-key",
-        "--project",
-        PROJECT,
-        "--name",
-        "ops",
-        "--scopes",
-        "read,admin",
-    ]);
-    let key = ops["api_key"].as_str().unwrap().to_owned();
+    common::bootstrap(&storage, PROJECT);
+    let key = common::ops_key(&storage, PROJECT);
     let collectors = [
         common::Collector::start(&storage, &[]),
         common::Collector::start(&storage, &[]),
@@ -459,16 +409,6 @@ fn two_collectors_append_to_one_chain() {
         .map(|e| e["target"].as_str().unwrap())
         .collect();
     assert_eq!(targets.len(), WRITERS * WRITES);
-    let out = Command::new(common::collector_binary())
-        .args([
-            "admin",
-            "verify-audit",
-            "--project",
-            PROJECT,
-            "--storage",
-            &storage,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let (ok, report) = verify_cli(&storage);
+    assert!(ok, "{report}");
 }

@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use neurocloak_collector::config::{Config, Overrides};
 use neurocloak_evaluate::{EvalConfig, TrustConfig};
@@ -133,34 +131,10 @@ fn the_documented_examples_parse() {
     );
 }
 
-/// An HTTP/1.1 request with a raw body (bytes that need not be UTF-8).
+/// A REST request with a raw body (bytes that need not be UTF-8).
 fn request(addr: SocketAddr, method: &str, path: &str, key: &str, body: &[u8]) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nx-api-key: {key}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) and close before reading all of a large body.
-    let _ = stream.write_all(body);
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body.split("\r\n").nth(1).unwrap_or("").to_owned()
-    } else {
-        body.to_owned()
-    };
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    let reply = common::api_request(addr, method, path, Some(key), body);
+    (reply.status, reply.json_or_null())
 }
 
 struct Api {
@@ -172,31 +146,13 @@ struct Api {
 impl Api {
     fn start() -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let storage = format!("sqlite://{}", dir.path().join("db.sqlite").display());
-        common::admin(&[
-            "bootstrap",
-            "--org",
-            "acme",
-            "--project",
-            PROJECT,
-            "--storage",
-            &storage,
-        ]);
-        let admin = common::admin(&[
-            "create-key",
-            "--project",
-            PROJECT,
-            "--name",
-            "ops",
-            "--scopes",
-            "read,admin",
-            "--storage",
-            &storage,
-        ]);
+        let storage = common::sqlite_storage(dir.path());
+        common::bootstrap(&storage, PROJECT);
+        let key = common::ops_key(&storage, PROJECT);
         let collector = common::Collector::start(&storage, &[]);
         Api {
             collector,
-            key: admin["api_key"].as_str().unwrap().to_owned(),
+            key,
             _dir: dir,
         }
     }

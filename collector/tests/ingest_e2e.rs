@@ -142,16 +142,7 @@ async fn thousand_batches_replays_and_malformed_are_counted_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("neurocloak.db");
     let storage = format!("sqlite://{}", db.display());
-    let boot = admin(&[
-        "bootstrap",
-        "--org",
-        "acme",
-        "--project",
-        PROJECT,
-        "--storage",
-        &storage,
-    ]);
-    let key = boot["api_key"].as_str().unwrap().to_owned();
+    let key = common::bootstrap(&storage, PROJECT);
     let collector = Collector::start(&storage, &["--jobs-enabled", "false"]);
     let base = client(&collector).await;
 
@@ -282,16 +273,7 @@ async fn thousand_batches_replays_and_malformed_are_counted_exactly() {
 async fn keys_sizes_and_the_read_api() {
     let dir = tempfile::tempdir().unwrap();
     let storage = format!("sqlite://{}", dir.path().join("neurocloak.db").display());
-    let boot = admin(&[
-        "bootstrap",
-        "--org",
-        "acme",
-        "--project",
-        PROJECT,
-        "--storage",
-        &storage,
-    ]);
-    let key = boot["api_key"].as_str().unwrap().to_owned();
+    let key = common::bootstrap(&storage, PROJECT);
     let read_only = admin(&[
         "create-key",
         "--project",

@@ -12,12 +12,13 @@ mod pipeline_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
+use common::Reply as Answer;
 use pipeline_support::{
-    Collector, PROJECT, Traffic, push, reference, reference_item, start, wait_trust, window,
-    window_item,
+    Collector, PROJECT, Traffic, collector_in, push, reference, reference_item, start, wait_trust,
+    window, window_item,
 };
 use serde_json::{Value, json};
 
@@ -336,70 +337,8 @@ fn every_registered_route_is_documented_and_every_documented_route_is_registered
 // ---------------------------------------------------------------------------------------------
 // Real answers against the document
 
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
 fn request(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> Answer {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(k) = key {
-        req.push_str(&format!("x-api-key: {k}\r\n"));
-    }
-    req.push_str(&format!(
-        "content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    ));
-    stream.write_all(req.as_bytes()).unwrap();
-    stream.write_all(body.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    // The server may answer (413) and close before reading a large body.
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let header = |name: &str| {
-        head.lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-            })
-            .unwrap_or_default()
-    };
-    let body = if header("transfer-encoding").eq_ignore_ascii_case("chunked") {
-        dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    Answer {
-        status,
-        content_type: header("content-type"),
-        body,
-    }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
+    common::api_request(addr, method, path, key, body.as_bytes())
 }
 
 /// The documented path template a concrete path (query stripped) is an instance of; the most
@@ -540,66 +479,6 @@ fn webhook_receiver() -> SocketAddr {
     addr
 }
 
-/// Opens `/api/v1/live` with a WebSocket handshake; returns the stream after the 101.
-fn live_socket(addr: SocketAddr, path: &str) -> (u16, TcpStream) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, stream)
-}
-
-/// Reads one unmasked server text frame (RFC 6455 §5.2), skipping pings.
-fn read_text_frame(stream: &mut TcpStream) -> String {
-    loop {
-        let mut h = [0u8; 2];
-        stream.read_exact(&mut h).unwrap();
-        let opcode = h[0] & 0x0f;
-        let len = match h[1] & 0x7f {
-            126 => {
-                let mut b = [0u8; 2];
-                stream.read_exact(&mut b).unwrap();
-                u64::from(u16::from_be_bytes(b))
-            }
-            127 => {
-                let mut b = [0u8; 8];
-                stream.read_exact(&mut b).unwrap();
-                u64::from_be_bytes(b)
-            }
-            n => u64::from(n),
-        };
-        let mut payload = vec![0u8; usize::try_from(len).unwrap()];
-        stream.read_exact(&mut payload).unwrap();
-        assert_eq!(h[0] & 0x80, 0x80, "fragmented frames are not expected");
-        match opcode {
-            1 => return String::from_utf8(payload).unwrap(),
-            9 | 10 => continue,
-            other => panic!("unexpected frame opcode {other}"),
-        }
-    }
-}
-
-fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 const MODEL: &str = "scorer";
 const P: &str = "/api/v1/projects/shop";
 const M: &str = "/api/v1/projects/shop/models/scorer";
@@ -630,39 +509,10 @@ struct Keys {
 /// A project with its two keys, and a second project to be refused.
 fn bootstrap(storage: &str) -> Keys {
     assert_eq!(P, format!("/api/v1/projects/{PROJECT}"));
-    let boot = common::admin(&[
-        "bootstrap",
-        "--org",
-        "acme",
-        "--project",
-        PROJECT,
-        "--storage",
-        storage,
-    ]);
-    let admin = common::admin(&[
-        "create-key",
-        "--project",
-        PROJECT,
-        "--name",
-        "ops",
-        "--scopes",
-        "read,admin",
-        "--storage",
-        storage,
-    ]);
-    common::admin(&[
-        "bootstrap",
-        "--org",
-        "acme",
-        "--project",
-        "other",
-        "--storage",
-        storage,
-    ]);
-    Keys {
-        key: boot["api_key"].as_str().unwrap().to_owned(),
-        admin: admin["api_key"].as_str().unwrap().to_owned(),
-    }
+    let key = common::bootstrap(storage, PROJECT);
+    let admin = common::ops_key(storage, PROJECT);
+    common::bootstrap(storage, "other");
+    Keys { key, admin }
 }
 
 fn check_open_operations(c: &mut Checker) {
@@ -760,8 +610,8 @@ fn check_alerts(c: &mut Checker, k: &Keys) {
     };
     let firing = format!("{P}/alerts?status=firing");
     let deliveries = format!("{P}/deliveries");
-    wait_for(WAIT, || listed(&firing), "a firing alert");
-    wait_for(WAIT, || listed(&deliveries), "a delivery report");
+    common::wait_for(WAIT, "a firing alert", || listed(&firing));
+    common::wait_for(WAIT, "a delivery report", || listed(&deliveries));
     let alerts = c.get(&firing, &k.key).json();
     let dedup = alerts["items"][0]["alert"]["dedup_key"]
         .as_str()
@@ -885,7 +735,7 @@ fn check_errors(c: &mut Checker, k: &Keys, rule: &Value) {
         "{}",
         typed.content_type
     );
-    let (refused, _) = live_socket(c.http, "/api/v1/live?project=other");
+    let (refused, _) = common::ws_connect(c.http, "/api/v1/live?project=other", &[]);
     assert_eq!(refused, 401);
 }
 
@@ -930,7 +780,7 @@ async fn real_answers_of_every_operation_match_the_document() {
     let dir = tempfile::tempdir().unwrap();
     let storage = format!("sqlite://{}", dir.path().join("db.sqlite").display());
     let k = bootstrap(&storage);
-    let collector = Collector::start(&storage, dir.path());
+    let collector = collector_in(&storage, dir.path());
     let mut c = Checker {
         doc: document(),
         http: collector.http,
@@ -943,11 +793,11 @@ async fn real_answers_of_every_operation_match_the_document() {
         "/api/v1/live?project={PROJECT}&model={MODEL}&api_key={}",
         k.key
     );
-    let (status, mut live) = live_socket(c.http, &live_path);
+    let (status, mut live) = common::ws_connect(c.http, &live_path, &[]);
     assert_eq!(status, 101);
     c.seen.insert(("/api/v1/live".into(), "get".into(), 101));
     let starts = push_data(&collector, &k.key).await;
-    let frame: Value = serde_json::from_str(&read_text_frame(&mut live)).unwrap();
+    let frame: Value = serde_json::from_str(&common::ws_text_frame(&mut live)).unwrap();
     let live_schema = json!({"$ref": "#/components/schemas/LiveEvent"});
     c.validate(&live_schema, &frame, "a /api/v1/live frame");
 

@@ -16,18 +16,9 @@ async fn two_collectors_evaluate_each_window_once() {
     let db = common::FerretDb::start();
     let uri = db.uri();
     let dir = tempfile::tempdir().unwrap();
-    let boot = common::admin(&[
-        "bootstrap",
-        "--org",
-        "acme",
-        "--project",
-        PROJECT,
-        "--storage",
-        &uri,
-    ]);
-    let key = boot["api_key"].as_str().unwrap().to_owned();
-    let mut a = Collector::start(&uri, dir.path());
-    let b = Collector::start(&uri, dir.path());
+    let key = common::bootstrap(&uri, PROJECT);
+    let mut a = collector_in(&uri, dir.path());
+    let b = collector_in(&uri, dir.path());
 
     let model = "scale";
     let reference = reference(model, "v1");

@@ -31,30 +31,12 @@ fn setup_on(storage: Option<String>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let storage =
         storage.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("db.sqlite").display()));
-    let boot = common::admin(&[
-        "bootstrap",
-        "--org",
-        "acme",
-        "--project",
-        PROJECT,
-        "--storage",
-        &storage,
-    ]);
-    let admin = common::admin(&[
-        "create-key",
-        "--project",
-        PROJECT,
-        "--name",
-        "ops",
-        "--scopes",
-        "read,admin",
-        "--storage",
-        &storage,
-    ]);
-    let collector = Collector::start(&storage, dir.path());
+    let key = common::bootstrap(&storage, PROJECT);
+    let admin_key = common::ops_key(&storage, PROJECT);
+    let collector = collector_in(&storage, dir.path());
     Setup {
-        key: boot["api_key"].as_str().unwrap().to_owned(),
-        admin_key: admin["api_key"].as_str().unwrap().to_owned(),
+        key,
+        admin_key,
         collector,
         _dir: dir,
     }
@@ -815,50 +797,13 @@ async fn alert_flow(s: &Setup) {
     );
 }
 
-/// Opens `/api/v1/live` with a raw WebSocket handshake; returns the HTTP status and the stream.
+/// Opens `/api/v1/live?{query}` with `key`; returns the HTTP status and the stream.
 fn ws_connect(addr: std::net::SocketAddr, query: &str, key: &str) -> (u16, std::net::TcpStream) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let req = format!(
-        "GET /api/v1/live?{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\nx-api-key: {key}\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, s)
-}
-
-/// Reads one unmasked server text frame.
-fn ws_text(s: &mut std::net::TcpStream) -> String {
-    use std::io::Read;
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h).unwrap();
-    assert_eq!(h[0] & 0x0f, 1, "a text frame");
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b).unwrap();
-            u64::from(u16::from_be_bytes(b))
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            s.read_exact(&mut b).unwrap();
-            u64::from_be_bytes(b)
-        }
-        n => u64::from(n),
-    };
-    let mut payload = vec![0u8; len as usize];
-    s.read_exact(&mut payload).unwrap();
-    String::from_utf8(payload).unwrap()
+    common::ws_connect(
+        addr,
+        &format!("/api/v1/live?{query}"),
+        &[("x-api-key", key)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -884,7 +829,7 @@ async fn websocket_streams_new_trust_scores_of_the_keys_project() {
     assert_eq!(status, 403);
     let (status, mut socket) = ws_connect(h, &format!("project={PROJECT}&model=ws"), &s.key);
     assert_eq!(status, 101);
-    let reader = tokio::task::spawn_blocking(move || ws_text(&mut socket));
+    let reader = tokio::task::spawn_blocking(move || common::ws_text_frame(&mut socket));
     let starts = push_windows(&s, "ws", &[Traffic::stable(1)]).await;
     let event: Json = serde_json::from_str(&reader.await.unwrap()).unwrap();
     assert_eq!(event["type"], "trust_score");

@@ -1,10 +1,11 @@
 //! Shared by the collector's integration tests: a FerretDB process guard, a collector process
-//! guard, and builders of realistic window profiles.
+//! guard, project bootstrap, the HTTP and WebSocket client, a wait loop, and builders of
+//! realistic window profiles.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -141,23 +142,69 @@ pub fn admin(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A SQLite storage URL for a database file in `dir`.
+pub fn sqlite_storage(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("db.sqlite").display())
+}
+
+/// `admin bootstrap` of `project` (organisation `acme`) on `storage`; returns its ingest + read
+/// key.
+pub fn bootstrap(storage: &str, project: &str) -> String {
+    let boot = admin(&[
+        "bootstrap",
+        "--org",
+        "acme",
+        "--project",
+        project,
+        "--storage",
+        storage,
+    ]);
+    boot["api_key"].as_str().unwrap().to_owned()
+}
+
+/// A read + admin key named `ops` for `project`.
+pub fn ops_key(storage: &str, project: &str) -> String {
+    let ops = admin(&[
+        "create-key",
+        "--project",
+        project,
+        "--name",
+        "ops",
+        "--scopes",
+        "read,admin",
+        "--storage",
+        storage,
+    ]);
+    ops["api_key"].as_str().unwrap().to_owned()
+}
+
 /// A running collector process; SIGKILLed on drop (or earlier with [`Collector::kill`]).
 pub struct Collector {
     child: Child,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
-    /// The collector's data directory (keys and files it keeps beside the database).
-    _data: tempfile::TempDir,
+    /// The collector's data directory (keys and files it keeps beside the database) when it
+    /// is its own.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Collector {
-    /// Starts `serve` on ports chosen by the OS and waits for its "listening" line.
+    /// Starts `serve` on ports chosen by the OS, with a data directory of its own, and waits
+    /// for its "listening" line.
     pub fn start(storage: &str, extra: &[&str]) -> Collector {
         let data = tempfile::tempdir().unwrap();
+        let mut collector = Collector::start_in(storage, data.path(), extra);
+        collector._data = Some(data);
+        collector
+    }
+
+    /// Like [`Collector::start`] with `data_dir` as data directory, which several collectors
+    /// may share.
+    pub fn start_in(storage: &str, data_dir: &Path, extra: &[&str]) -> Collector {
         let mut child = Command::new(collector_binary())
             .arg("serve")
             .arg("--data-dir")
-            .arg(data.path())
+            .arg(data_dir)
             .arg("--storage")
             .arg(storage)
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
@@ -182,7 +229,7 @@ impl Collector {
             child,
             grpc,
             http,
-            _data: data,
+            _data: None,
         }
     }
 
@@ -305,35 +352,96 @@ pub fn window_item(w: WindowProfile) -> IngestItem {
     }
 }
 
-/// A minimal HTTP/1.1 GET (the tests need no HTTP client crate): returns status and body.
-pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+/// One HTTP/1.1 answer, its body de-chunked.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON; panics when it is not, so a schema check never sees a made-up value.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The body as JSON, `Null` when it is none (an empty 204, a plain-text error).
+    pub fn json_or_null(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A minimal HTTP/1.1 request on its own connection (the tests need no HTTP client crate).
+/// The body may be any bytes, not only UTF-8.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    req.push_str("\r\n");
+    req.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
     stream.write_all(req.as_bytes()).unwrap();
+    // The server may answer (413) and close before reading all of a large body: what it said
+    // is still there to read.
+    let _ = stream.write_all(body);
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    let _ = stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    let body = if header("transfer-encoding").eq_ignore_ascii_case("chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Reply {
         status,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        },
-    )
+        content_type: header("content-type"),
+        body,
+    }
+}
+
+/// A request to the REST API: a JSON body, and the `x-api-key` when there is one.
+pub fn api_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> Reply {
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(k) = key {
+        headers.push(("x-api-key", k));
+    }
+    http_request(addr, method, path, &headers, body)
+}
+
+/// A GET with `headers`: status and body.
+pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let reply = http_request(addr, "GET", path, headers, b"");
+    (reply.status, reply.body)
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -343,10 +451,78 @@ fn dechunk(mut body: &str) -> String {
         if n == 0 {
             break;
         }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
+        out.push_str(rest.get(..n).unwrap_or(rest));
+        body = rest.get(n + 2..).unwrap_or("");
     }
     out
+}
+
+/// Opens a WebSocket on `path` (with `headers`); returns the HTTP status and the stream.
+pub fn ws_connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, TcpStream) {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    // Byte by byte, so no frame that follows the 101 is read with the head.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, stream)
+}
+
+/// Reads one unmasked server text frame (RFC 6455 §5.2), skipping pings and pongs.
+pub fn ws_text_frame(stream: &mut TcpStream) -> String {
+    use std::io::Read;
+    loop {
+        let mut h = [0u8; 2];
+        stream.read_exact(&mut h).unwrap();
+        let opcode = h[0] & 0x0f;
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                stream.read_exact(&mut b).unwrap();
+                u64::from(u16::from_be_bytes(b))
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                stream.read_exact(&mut b).unwrap();
+                u64::from_be_bytes(b)
+            }
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; usize::try_from(len).unwrap()];
+        stream.read_exact(&mut payload).unwrap();
+        assert_eq!(h[0] & 0x80, 0x80, "fragmented frames are not expected");
+        match opcode {
+            1 => return String::from_utf8(payload).unwrap(),
+            9 | 10 => continue,
+            other => panic!("unexpected frame opcode {other}"),
+        }
+    }
+}
+
+/// Polls `done` every 100 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The value of one Prometheus sample line (`name{labels} value`), 0 when absent.

@@ -4,8 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -261,7 +260,7 @@ pub async fn push(grpc: SocketAddr, key: &str, batch_id: &str, items: Vec<Ingest
     assert!(!ack.duplicate);
 }
 
-/// A minimal HTTP/1.1 request (no client crate needed): returns status and JSON body.
+/// A REST API request with an optional body: status and JSON body (`Null` when none).
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -269,47 +268,9 @@ pub fn http(
     key: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Json) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(k) = key {
-        req.push_str(&format!("x-api-key: {k}\r\n"));
-    }
     let body = body.unwrap_or("");
-    req.push_str(&format!(
-        "content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    ));
-    stream.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    (status, serde_json::from_str(&body).unwrap_or(Json::Null))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
+    let reply = crate::common::api_request(addr, method, path, key, body.as_bytes());
+    (reply.status, reply.json_or_null())
 }
 
 /// Polls the trust score of one window until `accept` takes it (or panics after `timeout`).
@@ -355,57 +316,11 @@ pub fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-/// A collector process started with the test pipeline configuration; SIGKILLed on drop.
-/// (Its own launcher rather than `common::Collector`, whose flags may change under it.)
-pub struct Collector {
-    child: std::process::Child,
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
-}
+pub use crate::common::Collector;
 
-impl Collector {
-    /// `serve` on OS-chosen loopback ports with `dir` as data directory and the test config.
-    pub fn start(storage: &str, dir: &std::path::Path) -> Collector {
-        use std::io::BufRead as _;
-        let cfg = write_config(dir);
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_neurocloak-collector"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--storage")
-            .arg(storage)
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .env("NEUROCLOAK_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        let field = |name: &str| -> SocketAddr {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-                .parse()
-                .unwrap()
-        };
-        let (grpc, http) = (field("grpc"), field("http"));
-        Collector { child, grpc, http }
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A collector with the test pipeline configuration and `dir` as data directory (several may
+/// share it); SIGKILLed on drop.
+pub fn collector_in(storage: &str, dir: &std::path::Path) -> Collector {
+    let cfg = write_config(dir);
+    Collector::start_in(storage, dir, &["--config", cfg.to_str().unwrap()])
 }
