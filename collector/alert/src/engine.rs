@@ -828,6 +828,18 @@ pub(crate) mod tests {
         }
     }
 
+    /// Any feature's PSI above 0.25 fires in its first window; there is no hysteresis band.
+    pub(crate) fn psi_rule() -> Rule {
+        Rule {
+            metric: "drift.features.*.psi".into(),
+            comparator: Comparator::Gt,
+            threshold: 0.25,
+            resolve_threshold: None,
+            for_windows: 1,
+            ..rule()
+        }
+    }
+
     /// The live state after observing `docs` (window start, document) once each, in order,
     /// each when its window closes; and the actions of each window.
     pub(crate) fn observe_each(
@@ -1072,14 +1084,7 @@ pub(crate) mod tests {
     #[test]
     fn wildcard_subjects_are_separate_alerts_with_distinct_dedup_keys() {
         let engine = Engine::default();
-        let r = Rule {
-            metric: "drift.features.*.psi".into(),
-            comparator: Comparator::Gt,
-            threshold: 0.25,
-            resolve_threshold: None,
-            for_windows: 1,
-            ..rule()
-        };
+        let r = psi_rule();
         let doc = json!({"drift": {"features": {"a": {"psi": 0.3}, "b": {"psi": 0.4}, "c": {"psi": 0.1}}}});
         let (state, actions) = engine
             .observe(&RuleState::new("r", "m@1"), &r, 0, &doc, 0)
@@ -1109,13 +1114,8 @@ pub(crate) mod tests {
             ..EngineConfig::default()
         });
         let r = Rule {
-            metric: "drift.features.*.psi".into(),
-            comparator: Comparator::Gt,
-            threshold: 0.25,
-            resolve_threshold: None,
-            for_windows: 1,
             resolve_after_windows: 1,
-            ..rule()
+            ..psi_rule()
         };
         let doc =
             json!({"drift": {"features": {"a": {"psi": 1}, "b": {"psi": 1}, "c": {"psi": 1}}}});

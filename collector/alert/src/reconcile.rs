@@ -262,9 +262,9 @@ fn truth(replayed: &RuleState, span: &Span<'_>, subject: &str, revised: i64) -> 
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::engine::tests::{MIN, observe_each};
+    use crate::engine::tests::{MIN, observe_each, psi_rule};
     use crate::engine::{EngineConfig, NotificationKind};
-    use crate::rule::{Comparator, Escalation};
+    use crate::rule::Escalation;
     use serde_json::json;
 
     /// Accuracy below 0.8 for 2 windows; resolves after 2 windows at or above 0.85; pages after
@@ -525,18 +525,13 @@ mod tests {
     #[test]
     fn wildcard_subjects_are_reconciled_separately() {
         let rule = Rule {
-            metric: "drift.features.*.psi".into(),
-            comparator: Comparator::Gt,
-            threshold: 0.25,
-            resolve_threshold: None,
-            for_windows: 1,
             resolve_after_windows: 1,
-            ..accuracy_rule()
+            ..psi_rule()
         };
         let engine = Engine::default();
         let psi =
             |a: f64, b: f64| json!({"drift": {"features": {"a": {"psi": a}, "b": {"psi": b}}}});
-        let mut state = RuleState::new("acc", "m@1");
+        let mut state = RuleState::new(&rule.id, "m@1");
         let mut fired = Vec::new();
         for (w, d) in [(0, psi(0.3, 0.1)), (MIN, psi(0.3, 0.1))] {
             let (next, a) = engine.observe(&state, &rule, w, &d, w).unwrap();
@@ -566,19 +561,12 @@ mod tests {
 
     #[test]
     fn the_subject_bound_holds_for_reconciled_alerts_too() {
-        let rule = Rule {
-            metric: "drift.features.*.psi".into(),
-            comparator: Comparator::Gt,
-            threshold: 0.25,
-            resolve_threshold: None,
-            for_windows: 1,
-            ..accuracy_rule()
-        };
+        let rule = psi_rule();
         let engine = Engine::new(EngineConfig {
             max_subjects: 2,
             ..EngineConfig::default()
         });
-        let mut state = RuleState::new("acc", "m@1");
+        let mut state = RuleState::new(&rule.id, "m@1");
         for w in [0, MIN] {
             state = engine.observe(&state, &rule, w, &json!({}), w).unwrap().0;
         }
