@@ -23,10 +23,8 @@ Tolerances (docs/metrics.md states the bounds the evaluator guarantees):
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,9 +40,7 @@ from scipy.stats import chisquare, ks_2samp, wasserstein_distance
 from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_score, recall_score, roc_auc_score
 
 import neurocloak
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "sidecar"))
-from localstack import Stack, wait_for  # noqa: E402
+from helpers import Stack, fast_stack, wait_for, wait_for_window_start
 
 PROJECT = "oracle"
 MODEL = "scorer"
@@ -144,17 +140,8 @@ def category_counts(ref: pd.Series, cur: pd.Series) -> tuple[np.ndarray, np.ndar
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    # Short grace and poll so the window is evaluated about a second after it closes.
-    monkeypatch.setenv("NEUROCLOAK_PIPELINE_GRACE_MS", "1000")
-    monkeypatch.setenv("NEUROCLOAK_PIPELINE_POLL_MS", "200")
-    with Stack(PROJECT, merge_grace_ms=200) as s:
+    with fast_stack(monkeypatch, PROJECT) as s:
         yield s
-
-
-def wait_for_window_start(window_s: float, margin: float = 0.05) -> None:
-    """Sleeps to just after a window boundary so that everything logged next fits one window."""
-    now = time.time()
-    time.sleep(window_s - now % window_s + margin)
 
 
 def log_current(mon: neurocloak.Monitor, cur: pd.DataFrame, score: np.ndarray, pred: np.ndarray,

@@ -10,10 +10,8 @@ rows-weighted stability — exactly the mean the test computes from the reports 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,9 +19,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import neurocloak
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "sidecar"))
-from localstack import Stack, wait_for  # noqa: E402
+from helpers import Stack, fast_stack, wait_for, wait_for_window_start
 
 PROJECT = "probe"
 MODEL = "shaky"
@@ -34,9 +30,7 @@ WINDOW_S = 2.0
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    monkeypatch.setenv("NEUROCLOAK_PIPELINE_GRACE_MS", "1000")
-    monkeypatch.setenv("NEUROCLOAK_PIPELINE_POLL_MS", "200")
-    with Stack(PROJECT, merge_grace_ms=200) as s:
+    with fast_stack(monkeypatch, PROJECT) as s:
         yield s
 
 
@@ -54,8 +48,7 @@ def test_probe_stability_reaches_the_stored_evaluation_and_the_trust_score(stack
                             features={"a": "numeric", "b": "numeric", "c": "numeric"},
                             window_seconds=WINDOW_S, agent=stack.agent_uds, seed=3) as mon:
         mon.set_reference(ref, predictions=model.predict(ref).astype(str))
-        now = time.time()
-        time.sleep(WINDOW_S - now % WINDOW_S + 0.05)
+        wait_for_window_start(WINDOW_S)
         started = time.time()
         mon.log_batch(cur, model.predict(cur).astype(str))
         shaky = mon.probe_robustness(model.predict, cur, noise=1.5, samples=300, repeats=3, seed=1)
