@@ -670,42 +670,24 @@ fn check_errors(c: &mut Checker, k: &Keys, rule: &Value) {
         c.call(method, path, key, body).status
     };
     let models = format!("{P}/models");
-    assert_eq!(status("get", &models, None, ""), 401);
-    assert_eq!(
-        status("get", &models, Some("nck_0123456789abcdef_nope"), ""),
-        401
-    );
-    assert_eq!(status("get", "/api/v1/projects/other/models", key, ""), 403);
-    assert_eq!(
-        status("get", &format!("{models}?cursor=%25%25"), key, ""),
-        400
-    );
-    assert_eq!(
-        status("get", &format!("{M}/windows/12345?{VERSION}"), key, ""),
-        404
-    );
-    assert_eq!(
-        status("get", &format!("{M}/windows?from_ms=10&to_ms=5"), key, ""),
-        400
-    );
-    assert_eq!(
-        status("get", &format!("{M}/trust?environment=production"), key, ""),
-        400
-    );
-    assert_eq!(
-        status("get", &format!("{P}/models/nothing/trust/latest"), key, ""),
-        404
-    );
-    assert_eq!(
-        status("get", &format!("{P}/alerts?status=asleep"), key, ""),
-        400
-    );
-    assert_eq!(status("get", &format!("{P}/rules/none"), key, ""), 404);
-    // A plain GET is not a WebSocket handshake.
-    assert_eq!(
-        status("get", &format!("/api/v1/live?project={PROJECT}"), key, ""),
-        400
-    );
+    // (path, key, documented status) of GETs refused for their key or their arguments.
+    let refused_reads = [
+        (models.clone(), None, 401),
+        (models.clone(), Some("nck_0123456789abcdef_nope"), 401),
+        ("/api/v1/projects/other/models".into(), key, 403),
+        (format!("{models}?cursor=%25%25"), key, 400),
+        (format!("{M}/windows/12345?{VERSION}"), key, 404),
+        (format!("{M}/windows?from_ms=10&to_ms=5"), key, 400),
+        (format!("{M}/trust?environment=production"), key, 400),
+        (format!("{P}/models/nothing/trust/latest"), key, 404),
+        (format!("{P}/alerts?status=asleep"), key, 400),
+        (format!("{P}/rules/none"), key, 404),
+        // A plain GET is not a WebSocket handshake.
+        (format!("/api/v1/live?project={PROJECT}"), key, 400),
+    ];
+    for (path, key, want) in refused_reads {
+        assert_eq!(status("get", &path, key, ""), want, "GET {path}");
+    }
 
     let rules = format!("{P}/rules");
     assert_eq!(status("post", &rules, key, &rule.to_string()), 403);
