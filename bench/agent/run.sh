@@ -40,7 +40,12 @@ py="$venv/bin/python"
 work="$(mktemp -d "$NEUROCLOAK_CACHE/agent-bench.XXXXXX")"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    # Under BENCH_AGENT_WRAPPER the agent may be the wrapper's child (heaptrack's is): stop it
+    # too, or it outlives the run.
+    pkill -TERM -P "$p" -f neurocloak-agent 2>/dev/null || true
+    kill "$p" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
