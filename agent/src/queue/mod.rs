@@ -135,11 +135,6 @@ impl NewRecord {
             window,
         }
     }
-
-    /// Encoded size of the record without its id and arrival time.
-    pub fn encoded_len(&self) -> usize {
-        self.tail.len()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
