@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as JsonValue, json};
 
 use crate::Error;
-use crate::auth::{Authenticator, Caller, Denied};
-use crate::ingest::{API_KEY_HEADER, timed};
+use crate::auth::{Authenticator, Caller, Denied, http_api_key};
+use crate::ingest::timed;
 use crate::metrics::Metrics;
 use crate::store::{ModelKey, PageRequest, Scope, SharedStore, WindowPart, WindowQuery};
 
@@ -73,6 +73,10 @@ impl From<Denied> for ApiError {
         match d {
             Denied::Unauthenticated(m) => ApiError(StatusCode::UNAUTHORIZED, m.into()),
             Denied::PermissionDenied(_) => ApiError(StatusCode::FORBIDDEN, d.to_string()),
+            Denied::RateLimited(l) => {
+                crate::ratelimit::set_retry_after(l.retry_after_s);
+                ApiError(StatusCode::TOO_MANY_REQUESTS, d.to_string())
+            }
             Denied::Store(e) => e.into(),
         }
     }
@@ -112,19 +116,15 @@ async fn openapi() -> Response {
         .into_response()
 }
 
-fn api_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(API_KEY_HEADER) {
-        return v.to_str().ok();
-    }
-    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    auth.strip_prefix("Bearer ").map(str::trim)
-}
-
 /// Authenticates with the read scope and, when a project is named, checks it is the key's.
 async fn reader(s: &ApiState, headers: &HeaderMap, project: Option<&str>) -> ApiResult<Caller> {
     let caller = s
         .auth
-        .check(api_key(headers), &[Scope::Read])
+        .check_from(
+            http_api_key(headers, None),
+            &[Scope::Read],
+            crate::ratelimit::http_client(),
+        )
         .await
         .inspect_err(|d| s.metrics.reject(d.reason()))?;
     if project.is_some_and(|p| p != caller.project_id) {

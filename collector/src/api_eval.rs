@@ -12,7 +12,7 @@
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,8 +24,7 @@ use serde_json::{Value, json};
 
 use crate::Error;
 use crate::audit::{self, Action};
-use crate::auth::{Authenticator, Caller, Denied};
-use crate::ingest::API_KEY_HEADER;
+use crate::auth::{Authenticator, Caller, Denied, http_api_key};
 use crate::pipeline::alerts::{self, AlertFailure};
 use crate::pipeline::records::{
     ProjectEvalConfig, RangeQuery, list_evaluations, list_trust, parse, project_config,
@@ -45,10 +44,13 @@ pub struct EvalApi {
 }
 
 pub fn router(p: Pipeline) -> Router {
-    let state = EvalApi {
-        auth: Authenticator::new(p.store.clone()),
-        p,
-    };
+    let auth = Authenticator::new(p.store.clone());
+    router_with_auth(p, auth)
+}
+
+/// [`router`] authenticating with `auth` (the collector's, which applies the rate limits).
+pub fn router_with_auth(p: Pipeline, auth: Authenticator) -> Router {
+    let state = EvalApi { auth, p };
     let model = "/api/v1/projects/{project}/models/{model}";
     let project = "/api/v1/projects/{project}";
     Router::new()
@@ -152,19 +154,6 @@ fn shorten(message: &str) -> String {
     format!("{}…", &message[..end])
 }
 
-fn api_key<'a>(headers: &'a HeaderMap, query_key: Option<&'a str>) -> Option<&'a str> {
-    if let Some(v) = headers.get(API_KEY_HEADER) {
-        return v.to_str().ok();
-    }
-    if let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        return auth.strip_prefix("Bearer ").map(str::trim);
-    }
-    query_key
-}
-
 async fn authorize(
     s: &EvalApi,
     headers: &HeaderMap,
@@ -174,17 +163,21 @@ async fn authorize(
 ) -> ApiResult<Caller> {
     let caller = s
         .auth
-        .check(api_key(headers, query_key), &[scope])
+        .check_from(
+            http_api_key(headers, query_key),
+            &[scope],
+            crate::ratelimit::http_client(),
+        )
         .await
         .map_err(|d| {
-            s.p.metrics.reject(match &d {
-                Denied::Unauthenticated(_) => "unauthenticated",
-                Denied::PermissionDenied(_) => "permission_denied",
-                Denied::Store(_) => "store_error",
-            });
+            s.p.metrics.reject(d.reason());
             match d {
                 Denied::Unauthenticated(m) => ApiError(StatusCode::UNAUTHORIZED, m.into()),
                 Denied::PermissionDenied(_) => ApiError(StatusCode::FORBIDDEN, d.to_string()),
+                Denied::RateLimited(l) => {
+                    crate::ratelimit::set_retry_after(l.retry_after_s);
+                    ApiError(StatusCode::TOO_MANY_REQUESTS, d.to_string())
+                }
                 Denied::Store(e) => e.into(),
             }
         })?;

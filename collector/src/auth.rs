@@ -10,6 +10,10 @@ use base64::Engine as _;
 use rand::TryRngCore as _;
 use sha2::{Digest, Sha256};
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::ratelimit::{Limited, RateLimiter, Surface};
 use crate::store::{ApiKeyRecord, Scope, SharedStore, now_ms};
 use crate::{Error, Result};
 
@@ -89,6 +93,9 @@ pub enum Denied {
     /// A valid key without the needed scope.
     #[error("api key lacks the {0} scope")]
     PermissionDenied(&'static str),
+    /// Over a rate limit: the key's on this surface, or the client's failed-auth budget.
+    #[error("rate limit exceeded ({}); retry after {} s", .0.surface.as_str(), .0.retry_after_s)]
+    RateLimited(Limited),
     #[error(transparent)]
     Store(#[from] Error),
 }
@@ -99,24 +106,98 @@ impl Denied {
         match self {
             Denied::Unauthenticated(_) => "unauthenticated",
             Denied::PermissionDenied(_) => "permission_denied",
+            Denied::RateLimited(_) => "rate_limited",
             Denied::Store(_) => "store_error",
         }
     }
 }
 
-/// Checks API keys against the store.
+/// The API key a REST request carries: `x-api-key`, else `Authorization: Bearer`, else (for
+/// the WebSocket, which browsers cannot give headers) the `api_key` query parameter.
+pub fn http_api_key<'a>(
+    headers: &'a http::HeaderMap,
+    query_key: Option<&'a str>,
+) -> Option<&'a str> {
+    if let Some(v) = headers.get(crate::ingest::API_KEY_HEADER) {
+        return v.to_str().ok();
+    }
+    if let Some(auth) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return auth.strip_prefix("Bearer ").map(str::trim);
+    }
+    query_key
+}
+
+/// Checks API keys against the store and, when it has a limiter, the rate limits.
 #[derive(Clone)]
 pub struct Authenticator {
     store: SharedStore,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Authenticator {
+    /// Without rate limits.
     pub fn new(store: SharedStore) -> Authenticator {
-        Authenticator { store }
+        Authenticator {
+            store,
+            limiter: None,
+        }
+    }
+
+    pub fn limited(store: SharedStore, limiter: Arc<RateLimiter>) -> Authenticator {
+        Authenticator {
+            store,
+            limiter: Some(limiter),
+        }
     }
 
     /// Accepts the key when it exists, is not revoked and carries one of `any_of`.
     pub async fn check(&self, key: Option<&str>, any_of: &[Scope]) -> Result<Caller, Denied> {
+        self.check_from(key, any_of, None).await
+    }
+
+    /// [`Authenticator::check`] for a request from `client`, charging the key's bucket of the
+    /// surface `any_of` names once it checked out, and counting a failure against `client`.
+    pub async fn check_from(
+        &self,
+        key: Option<&str>,
+        any_of: &[Scope],
+        client: Option<IpAddr>,
+    ) -> Result<Caller, Denied> {
+        let Some(limiter) = &self.limiter else {
+            return self.verify(key, any_of).await;
+        };
+        if let Some(ip) = client {
+            let known = key
+                .and_then(parse_prefix)
+                .is_some_and(|p| limiter.knows_key(p));
+            if !known {
+                limiter.check_client(ip).map_err(Denied::RateLimited)?;
+            }
+        }
+        let caller = self.verify(key, any_of).await;
+        match &caller {
+            Err(Denied::Unauthenticated(_)) => {
+                if let Some(ip) = client {
+                    limiter.record_failure(ip);
+                }
+            }
+            // A key that checked out pays for the request, whether or not its scope fits.
+            Ok(_) | Err(Denied::PermissionDenied(_)) => {
+                if let Some(prefix) = key.and_then(parse_prefix) {
+                    limiter
+                        .charge_key(prefix, Surface::for_scopes(any_of))
+                        .map_err(Denied::RateLimited)?;
+                }
+            }
+            Err(_) => {}
+        }
+        caller
+    }
+
+    async fn verify(&self, key: Option<&str>, any_of: &[Scope]) -> Result<Caller, Denied> {
         let key = key.ok_or(Denied::Unauthenticated("missing api key"))?;
         let prefix = parse_prefix(key).ok_or(Denied::Unauthenticated("malformed api key"))?;
         let record = self

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::Limits;
+use crate::ratelimit::RateLimitConfig;
 use crate::{Error, Result};
 
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7070";
@@ -30,6 +31,8 @@ pub struct Config {
     /// Largest gRPC message accepted (after decompression); larger gets RESOURCE_EXHAUSTED.
     pub max_message_bytes: usize,
     pub limits: Limits,
+    /// Requests per API key and failed authentications per client address.
+    pub rate_limit: RateLimitConfig,
     pub retention: Retention,
     pub jobs: Jobs,
     pub pipeline: crate::pipeline::PipelineConfig,
@@ -116,6 +119,7 @@ impl Default for Config {
             grpc_tls_key: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             limits: Limits::default(),
+            rate_limit: RateLimitConfig::default(),
             retention: Retention::default(),
             jobs: Jobs::default(),
             pipeline: crate::pipeline::PipelineConfig::default(),
@@ -222,6 +226,7 @@ impl Config {
                 "max_message_bytes must be at least 1024".into(),
             ));
         }
+        self.rate_limit.check()?;
         if self.jobs.lease_ms < 100 {
             return Err(Error::Config("jobs.lease_ms must be at least 100".into()));
         }

@@ -9,6 +9,7 @@
 //! - [`pipeline`] evaluates closed windows, scores trust and runs alerts; [`api_eval`] serves
 //!   their REST routes and the live WebSocket;
 //! - [`audit`] keeps the hash-chained audit trail of every state-changing operation;
+//! - [`ratelimit`] holds the per-key and per-address budgets [`auth`] applies;
 //! - [`server`] wires them into the `serve` command, [`admin`] runs the `admin` commands.
 
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod openapi;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod retention;
 pub mod schedule;
 pub mod server;

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub jobs_completed: IntCounter,
     /// Records deleted by the retention sweeper, by target.
     pub retention_deleted: IntCounterVec,
+    /// Requests refused by a rate limit, by surface (`crate::ratelimit::Surface`).
+    pub rate_limited: IntCounterVec,
 }
 
 fn prom(e: prometheus::Error) -> Error {
@@ -58,7 +60,15 @@ impl Metrics {
             &["target"],
         )
         .map_err(prom)?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new("rate_limited_total", "Requests refused by a rate limit"),
+            &["surface"],
+        )
+        .map_err(prom)?;
         registry.register(Box::new(batches.clone())).map_err(prom)?;
+        registry
+            .register(Box::new(rate_limited.clone()))
+            .map_err(prom)?;
         registry
             .register(Box::new(items_stored.clone()))
             .map_err(prom)?;
@@ -80,6 +90,7 @@ impl Metrics {
             store_seconds,
             jobs_completed,
             retention_deleted,
+            rate_limited,
         })
     }
 

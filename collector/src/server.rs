@@ -16,8 +16,9 @@ use tonic::transport::server::TcpIncoming;
 use crate::api::{ApiState, router};
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, RETRY_AFTER_METADATA};
 use crate::metrics::Metrics;
+use crate::ratelimit::{RateLimiter, SystemClock};
 use crate::schedule::{JobRunner, Leases, default_holder};
 use crate::store::{self, SharedStore};
 use crate::{Result, retention};
@@ -92,11 +93,15 @@ impl Server {
             Arc::clone(&metrics),
         );
         background.push(tokio::spawn(sweeper.run(stop_rx.clone())));
+        let limiter = RateLimiter::new(&config.rate_limit, Arc::new(SystemClock::default()))
+            .with_metric(metrics.rate_limited.clone());
+        let auth = Authenticator::limited(Arc::clone(&store), Arc::new(limiter));
         let ingest = Ingest::new(
             Arc::clone(&store),
             Arc::clone(&metrics),
             config.limits.clone(),
-        );
+        )
+        .with_auth(auth.clone());
         let ingest = IngestServiceServer::new(ingest)
             .max_decoding_message_size(config.max_message_bytes)
             .accept_compressed(CompressionEncoding::Gzip)
@@ -120,10 +125,11 @@ impl Server {
             ));
         let api = router(ApiState {
             store: Arc::clone(&store),
-            auth: Authenticator::new(Arc::clone(&store)),
+            auth: auth.clone(),
             metrics: Arc::clone(&metrics),
         })
-        .merge(crate::api_eval::router(pipeline));
+        .merge(crate::api_eval::router_with_auth(pipeline, auth))
+        .layer(axum::middleware::from_fn(crate::ratelimit::http_layer));
 
         let mut grpc_stop = stop_rx.clone();
         let mut http_stop = stop_rx.clone();
@@ -135,11 +141,15 @@ impl Server {
                 .await
         });
         let http_task = tokio::spawn(async move {
-            axum::serve(http, api)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|s| *s).await;
-                })
-                .await
+            // The peer address is what failed authentications are counted against.
+            axum::serve(
+                http,
+                api.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await
         });
 
         shutdown.await;
@@ -192,7 +202,8 @@ fn oversized_as_resource_exhausted<B>(
             headers.insert("grpc-status", HeaderValue::from_static("8"));
             metrics.reject("oversized");
         }
-        b"8" => metrics.reject("oversized"),
+        // A rate-limited call carries retry-after and is counted as rate limited instead.
+        b"8" if !headers.contains_key(RETRY_AFTER_METADATA) => metrics.reject("oversized"),
         b"13" if undecodable => metrics.reject("malformed"),
         _ => {}
     }

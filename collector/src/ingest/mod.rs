@@ -21,6 +21,8 @@ pub use validate::{Limits, Rejection};
 
 /// Metadata key carrying the project API key.
 pub const API_KEY_HEADER: &str = "x-api-key";
+/// Metadata key of a rate-limited call's RESOURCE_EXHAUSTED: whole seconds to wait.
+pub const RETRY_AFTER_METADATA: &str = "retry-after";
 
 /// The ingest endpoint's state; cheap to clone into tonic.
 #[derive(Clone)]
@@ -41,15 +43,25 @@ impl Ingest {
         }
     }
 
+    /// Authenticates with `auth` (e.g. one with rate limits) instead of a plain one.
+    pub fn with_auth(mut self, auth: Authenticator) -> Ingest {
+        self.auth = auth;
+        self
+    }
+
     async fn caller<T>(&self, req: &Request<T>, any_of: &[Scope]) -> Result<Caller, Status> {
         let key = req
             .metadata()
             .get(API_KEY_HEADER)
             .and_then(|v| v.to_str().ok());
-        self.auth.check(key, any_of).await.map_err(|d| {
-            self.metrics.reject(d.reason());
-            denied_status(&d)
-        })
+        let client = req.remote_addr().map(|a| a.ip());
+        self.auth
+            .check_from(key, any_of, client)
+            .await
+            .map_err(|d| {
+                self.metrics.reject(d.reason());
+                denied_status(&d)
+            })
     }
 }
 
@@ -57,6 +69,13 @@ pub fn denied_status(d: &Denied) -> Status {
     match d {
         Denied::Unauthenticated(why) => Status::unauthenticated(*why),
         Denied::PermissionDenied(_) => Status::permission_denied(d.to_string()),
+        Denied::RateLimited(l) => {
+            let mut status = Status::resource_exhausted(d.to_string());
+            status
+                .metadata_mut()
+                .insert(RETRY_AFTER_METADATA, l.retry_after_s.into());
+            status
+        }
         Denied::Store(e) => store_status(e),
     }
 }
