@@ -119,6 +119,12 @@ pub fn render(s: &OpsState) -> Result<String, prometheus::Error> {
     )?;
     counter(
         &r,
+        &format!("{p}queue_write_errors_total"),
+        "Failed queue writes, fsyncs or segment creations (the group's pushes get UNAVAILABLE and are retried by the SDK) and failed state-file saves.",
+        q.write_errors,
+    )?;
+    counter(
+        &r,
         &format!("{p}batches_sent_total"),
         "Batches the collector acknowledged.",
         load(&s.forward.batches_sent),

@@ -102,6 +102,9 @@ pub struct QueueStats {
     pub segments: u64,
     pub batches_acked: u64,
     pub oldest_arrival_ms: Option<i64>,
+    /// Failed writes, fsyncs or segment creations (each failed one group of pushes, which
+    /// the SDKs retry) and failed state-file writes after a stored group.
+    pub write_errors: u64,
 }
 
 impl QueueStats {
@@ -202,6 +205,18 @@ struct StateFile {
     /// Id ranges `[from, to)` already counted as lost to damage (not counted again).
     #[prost(message, repeated, tag = "5")]
     lost: Vec<LostRange>,
+    /// Segments whose bytes from an offset on belong to a failed write that could not be
+    /// truncated at the time: a restart cuts them off.
+    #[prost(message, repeated, tag = "6")]
+    void_tails: Vec<VoidTail>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct VoidTail {
+    #[prost(uint64, tag = "1")]
+    segment: u64,
+    #[prost(uint64, tag = "2")]
+    offset: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -232,6 +247,62 @@ struct SeenFile {
     seen_ms: i64,
 }
 
+/// An OS call on the segment being written, as named by an injected fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SegmentOp {
+    Write,
+    Sync,
+    Truncate,
+}
+
+/// Failures that tests make the OS calls on the active segment return (ENOSPC, EIO…); in a
+/// normal build it holds nothing and every call goes straight to the OS.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// `(op, calls of that op to let through first, errno)`.
+    #[cfg(test)]
+    pub(crate) plan: Vec<(SegmentOp, u32, i32)>,
+}
+
+impl Faults {
+    #[cfg_attr(not(test), allow(clippy::unused_self))]
+    fn check(&mut self, op: SegmentOp) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(i) = self.plan.iter().position(|(o, _, _)| *o == op) {
+            if self.plan[i].1 == 0 {
+                let (_, _, errno) = self.plan.remove(i);
+                return Err(std::io::Error::from_raw_os_error(errno));
+            }
+            self.plan[i].1 -= 1;
+        }
+        let _ = op;
+        Ok(())
+    }
+
+    /// A failing write may have written part of the buffer (ENOSPC mid-write); so does the
+    /// injected one, leaving a torn frame for the queue to clean up.
+    fn write_all(&mut self, file: &mut File, buf: &[u8]) -> std::io::Result<()> {
+        match self.check(SegmentOp::Write) {
+            Ok(()) => file.write_all(buf),
+            Err(e) => {
+                let _ = file.write_all(&buf[..buf.len() / 2]);
+                Err(e)
+            }
+        }
+    }
+
+    fn sync_data(&mut self, file: &File) -> std::io::Result<()> {
+        self.check(SegmentOp::Sync)?;
+        file.sync_data()
+    }
+
+    fn truncate(&mut self, file: &File, len: u64) -> std::io::Result<()> {
+        self.check(SegmentOp::Truncate)?;
+        file.set_len(len)?;
+        file.sync_data()
+    }
+}
+
 /// SDK instances not heard from for this long are forgotten by the dedupe horizon.
 const SEEN_TTL_MS: i64 = 6 * 3600 * 1000;
 const SEEN_MAX: usize = 100_000;
@@ -251,6 +322,8 @@ pub struct DiskQueue {
     stats: QueueStats,
     state_damaged: bool,
     lost: Vec<LostRange>,
+    void_tails: Vec<VoidTail>,
+    pub(crate) faults: Faults,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> AgentError {
@@ -299,6 +372,8 @@ impl DiskQueue {
                 .collect(),
             stats: QueueStats::default(),
             lost: state.lost,
+            void_tails: state.void_tails,
+            faults: Faults::default(),
             cfg,
         };
         q.recover()?;
@@ -330,6 +405,9 @@ impl DiskQueue {
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut buf))
                 .map_err(|e| io("reading", &path, e))?;
+            if let Some(v) = self.void_tails.iter().find(|v| v.segment == first) {
+                cut_void_tail(&path, &mut buf, v.offset);
+            }
             let mut scan = segment::scan(&buf);
             if scan.damaged_regions > 0 || scan.torn_tail_bytes > 0 {
                 // Rewrite the segment with its intact records only, so the damage is counted
@@ -458,6 +536,11 @@ impl DiskQueue {
     }
 
     /// Appends a group of pushes with one write and (per policy) one fdatasync.
+    ///
+    /// On an error nothing of the group counts as accepted: the dedupe horizon and the id
+    /// allocation are left as they were and the segment is cut back to its last good length,
+    /// so the SDKs' retries of the group are stored (not answered as duplicates) and a
+    /// restart finds no hole in the ids.
     pub fn append(
         &mut self,
         records: Vec<NewRecord>,
@@ -465,42 +548,86 @@ impl DiskQueue {
     ) -> Result<Vec<Appended>, AgentError> {
         let mut out = Vec::with_capacity(records.len());
         let mut fresh = Vec::with_capacity(records.len());
+        // Sequences of this group, so a retry inside the group is caught before the dedupe
+        // horizon itself moves (which it does only once the group is on disk).
+        let mut group: HashMap<String, u64> = HashMap::new();
+        let mut next_id = self.next_id;
+        let mut duplicates = 0;
         for r in records {
-            if self.is_duplicate(&r.sdk_instance, r.sequence) {
-                self.stats.duplicates += 1;
+            let in_group = group
+                .get(&r.sdk_instance)
+                .is_some_and(|max| r.sequence <= *max);
+            if in_group || self.is_duplicate(&r.sdk_instance, r.sequence) {
+                duplicates += 1;
                 out.push(Appended::Duplicate);
                 continue;
             }
-            self.note_seen(&r.sdk_instance, r.sequence, now_ms);
-            let id = self.next_id;
-            self.next_id += 1;
-            out.push(Appended::Stored(id));
-            fresh.push((id, r));
+            group.insert(r.sdk_instance.clone(), r.sequence);
+            out.push(Appended::Stored(next_id));
+            fresh.push((next_id, r));
+            next_id += 1;
         }
-        let Some(&(last_id, _)) = fresh.last() else {
-            return Ok(out);
-        };
-        self.rotate_if_full()?;
+        if !fresh.is_empty() {
+            let entries = self.write_group(&fresh, now_ms).inspect_err(|_| {
+                self.stats.write_errors += 1;
+            })?;
+            self.next_id = next_id;
+            for (_, r) in &fresh {
+                self.note_seen(&r.sdk_instance, r.sequence, now_ms);
+            }
+            self.stats.received += entries.len() as u64;
+            for e in entries {
+                self.stats.queued_bytes += e.len;
+                self.pending.push_back(e);
+            }
+        }
+        self.stats.duplicates += duplicates;
+        let capped = self.enforce_cap();
+        self.refresh_stats();
+        if capped {
+            // The cursor moved past dropped records; a restart must not mistake them for damage.
+            // The group itself is on disk, so its pushes are still acknowledged.
+            if let Err(e) = self.write_state(now_ms) {
+                self.stats.write_errors += 1;
+                tracing::error!(error = %e, "saving the queue state after a disk-cap drop");
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes (and per policy syncs) a group of numbered records to the active segment. On
+    /// failure the segment is cut back to where the group started and closed.
+    fn write_group(
+        &mut self,
+        fresh: &[(u64, NewRecord)],
+        now_ms: i64,
+    ) -> Result<Vec<Entry>, AgentError> {
+        self.rotate_if_full();
         let (seg_first, base) = self.active_segment()?;
         let path = segment::segment_path(&self.cfg.dir, seg_first);
+        let Some((_, file)) = self.active.as_mut() else {
+            return Err(AgentError::Queue("no active segment".into()));
+        };
         let mut written = 0u64;
         let mut entries = Vec::with_capacity(fresh.len());
-        let file = match self.active.as_mut() {
-            Some((_, file)) => file,
-            None => return Err(AgentError::Queue("no active segment".into())),
-        };
+        let mut result = Ok(());
         for (id, r) in fresh {
-            let head = segment::encode_head(id, now_ms);
+            let head = segment::encode_head(*id, now_ms);
             let mut frame = segment::frame_header(&[&head, &r.tail]);
             frame.extend_from_slice(&head);
             // The tail is written where it is: copying every push of a group into one buffer
             // would double the group's memory for the length of the write.
-            file.write_all(&frame)
-                .and_then(|()| file.write_all(&r.tail))
-                .map_err(|e| io("appending to", &path, e))?;
+            result = self
+                .faults
+                .write_all(file, &frame)
+                .and_then(|()| self.faults.write_all(file, &r.tail))
+                .map_err(|e| io("appending to", &path, e));
+            if result.is_err() {
+                break;
+            }
             let len = (frame.len() + r.tail.len()) as u64;
             entries.push(Entry {
-                id,
+                id: *id,
                 arrival_ms: now_ms,
                 ready_ms: ready_at_window(r.window, now_ms, self.cfg.merge_grace_ms),
                 segment: seg_first,
@@ -509,28 +636,64 @@ impl DiskQueue {
             });
             written += len;
         }
-        if self.cfg.fsync == FsyncPolicy::Always {
-            file.sync_data().map_err(|e| io("syncing", &path, e))?;
+        if result.is_ok() && self.cfg.fsync == FsyncPolicy::Always {
+            result = self
+                .faults
+                .sync_data(file)
+                .map_err(|e| io("syncing", &path, e));
+        }
+        if let Err(e) = result {
+            let ids = fresh.first().map_or(0, |f| f.0)..fresh.last().map_or(0, |f| f.0 + 1);
+            self.abandon_active(base, ids, now_ms);
+            return Err(e);
         }
         if let Some(m) = self.segments.get_mut(&seg_first) {
             m.bytes += written;
+            let last_id = fresh.last().map_or(0, |f| f.0);
             m.max_id = Some(m.max_id.map_or(last_id, |x| x.max(last_id)));
         }
-        self.stats.received += entries.len() as u64;
-        for e in entries {
-            self.stats.queued_bytes += e.len;
-            self.pending.push_back(e);
-        }
-        let capped = self.enforce_cap();
-        self.refresh_stats();
-        if capped {
-            // The cursor moved past dropped records; a restart must not mistake them for damage.
-            self.write_state(now_ms)?;
-        }
-        Ok(out)
+        Ok(entries)
     }
 
-    fn rotate_if_full(&mut self) -> Result<(), AgentError> {
+    /// After a failed write or fsync: cuts the active segment back to `base` (its length
+    /// before the failed group) and closes it, so the next group starts a fresh file rather
+    /// than one whose last write failed. If the cut fails too, the failed group may still be
+    /// on disk, whole or torn: its ids are then never handed out again, are marked as known
+    /// lost (never received, so not counted) and the segment is recorded as ending at `base`,
+    /// which a restart enforces.
+    fn abandon_active(&mut self, base: u64, ids: std::ops::Range<u64>, now_ms: i64) {
+        let Some((seg_first, file)) = self.active.take() else {
+            return;
+        };
+        match self.faults.truncate(&file, base) {
+            Ok(()) if base == 0 => {
+                if let Some(m) = self.segments.remove(&seg_first) {
+                    let _ = fs::remove_file(&m.path);
+                }
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(error = %e, segment = seg_first, "cutting off a failed write");
+                self.next_id = self.next_id.max(ids.end);
+                self.add_lost(ids.start, ids.end);
+                self.void_tails.push(VoidTail {
+                    segment: seg_first,
+                    offset: base,
+                });
+                let on_disk = file.metadata().map_or(base, |m| m.len().max(base));
+                if let Some(m) = self.segments.get_mut(&seg_first) {
+                    m.bytes = on_disk;
+                }
+                if let Err(e) = self.write_state(now_ms) {
+                    // Two failures in a row: a restart may count the group as damage.
+                    self.stats.write_errors += 1;
+                    tracing::error!(error = %e, "saving the queue state after a failed write");
+                }
+            }
+        }
+    }
+
+    fn rotate_if_full(&mut self) {
         let full = self.active.as_ref().is_some_and(|(first, _)| {
             self.segments
                 .get(first)
@@ -539,7 +702,6 @@ impl DiskQueue {
         if full {
             self.active = None;
         }
-        Ok(())
     }
 
     /// A fresh segment per process start: never append after a possibly torn tail.
@@ -559,7 +721,8 @@ impl DiskQueue {
             .write(true)
             .open(&path)
             .map_err(|e| io("creating", &path, e))?;
-        sync_dir(&self.cfg.dir)?;
+        // Known before the directory sync, so a file whose creation may not be durable is
+        // neither reused by name nor written to; as an empty segment it is deleted later.
         self.segments.insert(
             first,
             SegMeta {
@@ -568,6 +731,7 @@ impl DiskQueue {
                 max_id: None,
             },
         );
+        sync_dir(&self.cfg.dir)?;
         self.active = Some((first, file));
         Ok((first, 0))
     }
@@ -871,8 +1035,12 @@ impl DiskQueue {
         self.seen.retain(|_, (_, t)| now_ms - *t < SEEN_TTL_MS);
         let cursor = self.cursor;
         self.lost.retain(|l| l.to > cursor);
+        let segments = &self.segments;
+        self.void_tails
+            .retain(|v| segments.contains_key(&v.segment));
         let state = StateFile {
             lost: self.lost.clone(),
+            void_tails: self.void_tails.clone(),
             cursor: self.cursor,
             inflight: self.inflight.clone(),
             seen: self
@@ -913,6 +1081,25 @@ fn rewrite_segment(path: &Path, scan: &mut segment::Scan) -> Result<Vec<u8>, Age
         .map_err(|e| io("writing", &tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| io("replacing", path, e))?;
     Ok(out)
+}
+
+/// Drops the bytes of a write that failed and could not be cut off at the time.
+fn cut_void_tail(path: &Path, buf: &mut Vec<u8>, offset: u64) {
+    let Ok(offset) = usize::try_from(offset) else {
+        return;
+    };
+    if buf.len() <= offset {
+        return;
+    }
+    buf.truncate(offset);
+    let cut = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(offset as u64).and_then(|()| f.sync_data()));
+    if let Err(e) = cut {
+        // The entry stays in the state file, so the next start cuts again.
+        tracing::error!(error = %e, path = %path.display(), "cutting off a failed write");
+    }
 }
 
 fn read_one(f: &mut File, offset: u64, len: u64) -> Option<RawRecord> {

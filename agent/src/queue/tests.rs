@@ -286,6 +286,160 @@ fn damaged_state_file_is_not_fatal() {
     let _ = b;
 }
 
+const ENOSPC: i32 = libc::ENOSPC;
+const EIO: i32 = libc::EIO;
+
+fn fail(q: &mut DiskQueue, op: SegmentOp, after: u32, errno: i32) {
+    q.faults.plan.push((op, after, errno));
+}
+
+/// Every record a fresh open of the queue holds, as (id, tag), without opening a batch.
+fn contents(c: &QueueConfig) -> (QueueStats, Vec<(u64, String)>) {
+    let mut q = DiskQueue::open(c.clone()).unwrap();
+    let got = q
+        .read_range(0, u64::MAX)
+        .iter()
+        .map(|r| (r.id, tag_of(r)))
+        .collect();
+    (q.stats(), got)
+}
+
+#[test]
+fn failed_write_then_retry_is_stored_once_and_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path());
+    let mut q = DiskQueue::open(c.clone()).unwrap();
+    q.append(vec![rec("a", 1, "x")], 0).unwrap();
+    // The second frame of the group fails halfway (ENOSPC after a partial write).
+    fail(&mut q, SegmentOp::Write, 2, ENOSPC);
+    let err = q
+        .append(vec![rec("a", 2, "y"), rec("b", 1, "z")], 0)
+        .unwrap_err();
+    assert!(err.to_string().contains("No space left"), "{err}");
+    let s = q.stats();
+    assert_eq!((s.received, s.queued, s.write_errors), (1, 1, 1));
+    invariant(&q);
+    // The SDKs retry: neither push is mistaken for a duplicate, and the ids are the ones the
+    // failed group would have had, so a restart sees no hole.
+    assert_eq!(
+        q.append(vec![rec("a", 2, "y"), rec("b", 1, "z")], 0)
+            .unwrap(),
+        vec![Appended::Stored(2), Appended::Stored(3)]
+    );
+    assert_eq!(
+        q.append(vec![rec("a", 2, "y")], 0).unwrap(),
+        vec![Appended::Duplicate]
+    );
+    let b = q.next_batch(0, ALL, false).unwrap().unwrap();
+    assert_eq!(
+        b.records.iter().map(tag_of).collect::<Vec<_>>(),
+        ["x", "y", "z"]
+    );
+    assert!(q.ack(&b.batch_id, 0).unwrap());
+    let s = q.stats();
+    assert_eq!((s.received, s.forwarded, s.queued), (3, 3, 0));
+    invariant(&q);
+    drop(q);
+    let (s, left) = contents(&c);
+    assert_eq!((s.dropped_total(), left.len()), (0, 0), "{s:?}");
+}
+
+#[test]
+fn failed_fsync_is_cut_off_and_a_restart_counts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.fsync = FsyncPolicy::Always;
+    let mut q = DiskQueue::open(c.clone()).unwrap();
+    q.append(vec![rec("a", 1, "x")], 0).unwrap();
+    let (path, _, len) = q.locate(1).unwrap();
+    fail(&mut q, SegmentOp::Sync, 0, EIO);
+    assert!(q.append(vec![rec("a", 2, "y")], 0).is_err());
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        len,
+        "the failed group is cut off its segment"
+    );
+    assert_eq!(q.stats().write_errors, 1);
+    invariant(&q);
+    drop(q);
+    // Restarted before the SDK's retry came: the failed push is simply not there.
+    let (s, got) = contents(&c);
+    assert_eq!(s.dropped_total(), 0, "{s:?}");
+    assert_eq!(got, [(1, "x".to_string())]);
+    let mut q = DiskQueue::open(c.clone()).unwrap();
+    assert_eq!(
+        q.append(vec![rec("a", 2, "y")], 0).unwrap(),
+        vec![Appended::Stored(2)]
+    );
+    drop(q);
+    let (s, got) = contents(&c);
+    assert_eq!(s.dropped_total(), 0, "{s:?}");
+    assert_eq!(got, [(1, "x".to_string()), (2, "y".to_string())]);
+}
+
+#[test]
+fn a_failed_write_that_cannot_be_cut_off_is_ignored_at_restart() {
+    // A synced-but-failed group stays whole on disk; a failed write leaves a torn frame.
+    for (op, errno) in [(SegmentOp::Sync, EIO), (SegmentOp::Write, ENOSPC)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path());
+        c.fsync = FsyncPolicy::Always;
+        let mut q = DiskQueue::open(c.clone()).unwrap();
+        q.append(vec![rec("a", 1, "x")], 0).unwrap();
+        fail(&mut q, op, 0, errno);
+        fail(&mut q, SegmentOp::Truncate, 0, EIO);
+        assert!(
+            q.append(vec![rec("a", 2, "y"), rec("a", 3, "z")], 0)
+                .is_err()
+        );
+        // The retry is stored (ids 2 and 3 are used up by the group left on disk).
+        assert_eq!(
+            q.append(vec![rec("a", 2, "y"), rec("a", 3, "z")], 0)
+                .unwrap(),
+            vec![Appended::Stored(4), Appended::Stored(5)]
+        );
+        assert_eq!(q.stats().write_errors, 1);
+        invariant(&q);
+        drop(q);
+        let (s, got) = contents(&c);
+        assert_eq!(s.dropped_total(), 0, "{op:?}: {s:?}");
+        let tags: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            tags,
+            ["x", "y", "z"],
+            "{op:?}: stored once, not resurrected"
+        );
+        // And again: the cut made at the first restart holds.
+        let (s, again) = contents(&c);
+        assert_eq!((s.dropped_total(), again), (0, got), "{op:?}");
+    }
+}
+
+#[test]
+fn a_failed_group_in_a_fresh_segment_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path());
+    let mut q = DiskQueue::open(c.clone()).unwrap();
+    fail(&mut q, SegmentOp::Write, 0, ENOSPC);
+    assert!(q.append(vec![rec("a", 1, "x")], 0).is_err());
+    assert_eq!(q.stats().segments, 0);
+    let segs = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count();
+    assert_eq!(segs, 0);
+    assert_eq!(
+        q.append(vec![rec("a", 1, "x")], 0).unwrap(),
+        vec![Appended::Stored(1)]
+    );
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Append(usize),
@@ -295,6 +449,9 @@ enum Op {
     Crash,
     TornAppend(usize, u8),
     Damage(usize),
+    /// An append whose write (or fsync) fails at its k-th frame, optionally with the cut
+    /// failing too; the SDK then retries the same sequences with the next append.
+    FailedAppend(usize, u32, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -306,11 +463,15 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash),
         1 => ((1usize..4), any::<u8>()).prop_map(|(n, c)| Op::TornAppend(n, c)),
         1 => any::<usize>().prop_map(Op::Damage),
+        2 => ((1usize..4), (0u32..5), any::<bool>())
+            .prop_map(|(n, k, cut_fails)| Op::FailedAppend(n, k, cut_fails)),
     ]
 }
 
 struct Harness {
-    dir: tempfile::TempDir,
+    /// Kept so the directory lives as long as the harness.
+    _dir: tempfile::TempDir,
+    cfg: QueueConfig,
     q: Option<DiskQueue>,
     /// (id, tag) of every record the queue acknowledged and has not forwarded or lost.
     model: VecDeque<(u64, String)>,
@@ -357,7 +518,7 @@ impl Harness {
 
     fn reopen(&mut self) -> QueueStats {
         self.q = None;
-        self.q = Some(DiskQueue::open(cfg(self.dir.path())).unwrap());
+        self.q = Some(DiskQueue::open(self.cfg.clone()).unwrap());
         self.q().stats()
     }
 
@@ -392,10 +553,17 @@ fn ids_of(b: &Batch) -> Vec<u64> {
 }
 
 fn run_ops(ops: Vec<Op>) {
+    run_ops_with(ops, FsyncPolicy::Never);
+}
+
+fn run_ops_with(ops: Vec<Op>, fsync: FsyncPolicy) {
     let dir = tempfile::tempdir().unwrap();
-    let q = DiskQueue::open(cfg(dir.path())).unwrap();
+    let mut c = cfg(dir.path());
+    c.fsync = fsync;
+    let q = DiskQueue::open(c.clone()).unwrap();
     let mut h = Harness {
-        dir,
+        _dir: dir,
+        cfg: c,
         q: Some(q),
         model: VecDeque::new(),
         seq: 0,
@@ -475,6 +643,32 @@ fn run_ops(ops: Vec<Op>) {
                 assert_eq!(s.received, s.queued + lost);
                 h.check_contents();
             }
+            Op::FailedAppend(n, k, cut_fails) => {
+                let before = h.q().stats();
+                // With `always` every other failure is the fsync's; with `never` a write's.
+                let sync = h.cfg.fsync == FsyncPolicy::Always && k % 2 == 1;
+                let op = if sync {
+                    SegmentOp::Sync
+                } else {
+                    SegmentOp::Write
+                };
+                let at = if sync { 0 } else { k % (2 * n as u32) };
+                fail(h.q(), op, at, ENOSPC);
+                if cut_fails {
+                    fail(h.q(), SegmentOp::Truncate, 0, EIO);
+                }
+                let recs: Vec<NewRecord> = (1..=n as u64)
+                    .map(|i| rec("inst", h.seq + i, "failed"))
+                    .collect();
+                assert!(h.q().append(recs, 0).is_err());
+                h.q().faults.plan.clear();
+                let after = h.q().stats();
+                assert_eq!(after.write_errors, before.write_errors + 1);
+                assert_eq!(
+                    (after.received, after.queued),
+                    (before.received, before.queued)
+                );
+            }
             Op::Damage(ix) => {
                 if h.model.is_empty() {
                     continue;
@@ -508,8 +702,11 @@ proptest! {
         std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
     ))]
     #[test]
-    fn disk_queue_matches_its_model(ops in prop::collection::vec(op(), 1..40)) {
-        run_ops(ops);
+    fn disk_queue_matches_its_model(
+        ops in prop::collection::vec(op(), 1..40),
+        always in any::<bool>(),
+    ) {
+        run_ops_with(ops, if always { FsyncPolicy::Always } else { FsyncPolicy::Never });
     }
 }
 
