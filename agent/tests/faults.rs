@@ -289,6 +289,58 @@ fn sigterm_drains_before_exiting() {
     }
 }
 
+#[test]
+fn failed_disk_writes_are_retried_by_the_sdk_and_stored_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut collector = Collector::new(tmp.path());
+    collector.start();
+    // Segments may grow to 1 MiB but the OS refuses any file past 8 KiB: every time the active
+    // segment would cross it, the write fails (EFBIG, often after a partial write), the
+    // agent answers UNAVAILABLE, cuts the segment back and starts a new one, and the SDK's
+    // retry is stored there.
+    let mut agent = Agent::new(
+        tmp.path(),
+        collector.endpoint(),
+        collector.api_key.clone(),
+        &["--segment-bytes", "1048576"],
+    );
+    agent.file_size_limit = Some(8192);
+    agent.start();
+    let (n_clients, windows) = (4u32, 150u64);
+    let args = clients_args(windows, 1, 2, &collector.project);
+    let mut clients = start_clients(&agent, n_clients, &args);
+    all_delivered(&mut clients);
+    let m = agent.wait_drained(Duration::from_secs(60));
+    eprintln!(
+        "write errors {}, pushes failed {}",
+        m["neurocloak_agent_queue_write_errors_total"], m["neurocloak_agent_pushes_failed_total"]
+    );
+    assert!(
+        m["neurocloak_agent_queue_write_errors_total"] > 0.0,
+        "{m:?}"
+    );
+    assert!(m["neurocloak_agent_pushes_failed_total"] > 0.0, "{m:?}");
+    let total = f64::from(n_clients) * windows as f64;
+    assert_eq!(m["neurocloak_agent_received_total"], total, "{m:?}");
+    assert_eq!(m["neurocloak_agent_forwarded_total"], total, "{m:?}");
+    assert_exactly_once(
+        &collector.stored_rows(1),
+        windows as usize,
+        &(0..n_clients).collect::<Vec<_>>(),
+    );
+    // A restart finds no hole left by the failed writes.
+    agent.kill9();
+    agent.start();
+    let m = agent.check_invariant();
+    for reason in ["corrupt", "truncated"] {
+        assert_eq!(
+            m[&format!("neurocloak_agent_dropped_total{{reason=\"{reason}\"}}")],
+            0.0,
+            "{m:?}"
+        );
+    }
+}
+
 fn agent_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -12,6 +12,11 @@
 //! before its fdatasync returned; `never` leaves flushing to the OS (survives a process crash,
 //! not a power loss).
 //!
+//! A failed write or fsync fails the whole group (the receive stage answers UNAVAILABLE, which
+//! SDKs retry) and leaves no trace: dedupe horizon and ids move only once a group is on disk,
+//! and the segment is cut back to its last good length and closed (see
+//! [`DiskQueue::append`]).
+//!
 //! Accounting (in records): `received == forwarded + dropped + queued` at every snapshot.
 //! Records recovered from disk at start count as received by this process.
 

@@ -240,6 +240,9 @@ pub struct Agent {
     pub api_key: String,
     pub extra: Vec<String>,
     pub proc: Option<Proc>,
+    /// RLIMIT_FSIZE of the agent process: a write past it fails with EFBIG, a real failure
+    /// of the OS write (SIGXFSZ is ignored so the write returns the error).
+    pub file_size_limit: Option<u64>,
 }
 
 impl Agent {
@@ -255,13 +258,31 @@ impl Agent {
             api_key,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             proc: None,
+            file_size_limit: None,
         }
     }
 
     pub fn start(&mut self) {
+        let mut cmd = Command::new(agent_bin());
+        if let Some(limit) = self.file_size_limit {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let l = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let p = Proc::spawn(
-            Command::new(agent_bin())
-                .arg("--data-dir")
+            cmd.arg("--data-dir")
                 .arg(&self.dir)
                 .arg("--uds-path")
                 .arg(&self.uds)
