@@ -755,6 +755,19 @@ fn check_deletes(c: &mut Checker, k: &Keys) {
     }
 }
 
+/// An address that keeps failing authentication is refused with the documented 429, on the
+/// read API's routes and the pipeline's alike. Last: the address stays refused for a while.
+fn check_rate_limited(c: &mut Checker) {
+    let wrong = Some("nck_0123456789abcdef_nope");
+    let models = format!("{P}/models");
+    let first_429 = (0..1000).find(|_| c.call("get", &models, wrong, "").status == 429);
+    assert!(
+        first_429.is_some(),
+        "1000 failed authentications were never limited"
+    );
+    assert_eq!(c.call("get", &format!("{P}/rules"), None, "").status, 429);
+}
+
 const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -789,5 +802,6 @@ async fn real_answers_of_every_operation_match_the_document() {
     check_errors(&mut c, &k, &rule);
     check_audit(&mut c, &k);
     check_deletes(&mut c, &k);
+    check_rate_limited(&mut c);
     c.assert_every_operation_succeeded();
 }

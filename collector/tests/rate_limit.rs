@@ -234,3 +234,31 @@ async fn failed_authentications_are_limited_per_address() {
     let series = "neurocloak_collector_rate_limited_total{surface=\"auth_failures\"}";
     assert_eq!(metric(&metrics, series), 3.0, "{metrics}");
 }
+
+/// Every operation that authenticates documents the 429 and its integer `Retry-After`.
+#[test]
+fn the_document_lists_the_429_wherever_a_key_is_checked() {
+    let doc: serde_json::Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+    let too_many = &doc["components"]["responses"]["TooManyRequests"];
+    let header = &too_many["headers"]["Retry-After"]["schema"];
+    assert_eq!(header["type"], "integer");
+    assert_eq!(header["minimum"], 1);
+    assert_eq!(
+        too_many["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Error"
+    );
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let responses = &op["responses"];
+            if responses.get("401").is_some() {
+                assert_eq!(
+                    responses["429"]["$ref"], "#/components/responses/TooManyRequests",
+                    "{method} {path}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "{checked}");
+}
