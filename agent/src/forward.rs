@@ -39,6 +39,20 @@ pub const RETRYABLE_CODES: &[Code] = &[
     Code::PermissionDenied,
 ];
 
+/// Whether the batch is worth sending again as it is. A RESOURCE_EXHAUSTED is retried when it
+/// is back-pressure (rate limiting, which carries `retry-after`), but not when the message
+/// exceeded the collector's size limit: that would fail forever and hold the queue's head, so it
+/// takes the refused path, which retries the records one per batch (unmerged, so smaller).
+pub fn retryable(status: &Status) -> bool {
+    if status.code() == Code::ResourceExhausted
+        && status.metadata().get("retry-after").is_none()
+        && status.message().contains("too large")
+    {
+        return false;
+    }
+    RETRYABLE_CODES.contains(&status.code())
+}
+
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
     /// `http://host:port` or `https://host:port`.
@@ -327,7 +341,7 @@ impl Forwarder {
                     .store(crate::now_ms(), Ordering::Relaxed);
                 Ok(true)
             }
-            Err(status) if RETRYABLE_CODES.contains(&status.code()) => Err(status),
+            Err(status) if retryable(&status) => Err(status),
             Err(status) => {
                 tracing::error!(code = ?status.code(), message = status.message(), batch = %batch_id, "collector refused a batch");
                 self.stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
@@ -338,5 +352,27 @@ impl Forwarder {
                 Ok(false)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn an_oversized_message_is_refused_but_back_pressure_is_retried() {
+        let oversized = Status::resource_exhausted(
+            "message length too large: found 20000000 bytes, the limit is: 16777216 bytes",
+        );
+        assert!(!retryable(&oversized));
+        let mut limited = Status::resource_exhausted("rate limit: too large a burst");
+        limited
+            .metadata_mut()
+            .insert("retry-after", "2".parse().unwrap());
+        assert!(retryable(&limited));
+        assert!(retryable(&Status::resource_exhausted("quota exhausted")));
+        assert!(retryable(&Status::unavailable("down")));
+        assert!(!retryable(&Status::invalid_argument("bad")));
     }
 }
