@@ -122,6 +122,7 @@ impl Server {
             .add_service(crate::pipeline::query_server(
                 &pipeline,
                 config.max_message_bytes,
+                auth.clone(),
             ));
         let api = router(ApiState {
             store: Arc::clone(&store),

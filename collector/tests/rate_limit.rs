@@ -1,6 +1,7 @@
-//! Rate limits on the real collector binary with tiny budgets: a key over its REST budget gets
-//! 429 + Retry-After and recovers after waiting, another key is unaffected, gRPC ingest gets
-//! RESOURCE_EXHAUSTED with `retry-after`, and failed authentications are limited per address.
+//! Rate limits on the real collector binary with tiny budgets: a key over its read budget gets
+//! 429 + Retry-After on REST (RESOURCE_EXHAUSTED on gRPC queries) and recovers after waiting,
+//! another key is unaffected, gRPC ingest gets RESOURCE_EXHAUSTED with `retry-after`, and failed
+//! authentications are limited per address.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use common::{Collector, bootstrap, identity, metric, ops_key, sqlite_storage, window_item};
 use neurocloak_proto::v1::ingest_service_client::IngestServiceClient;
+use neurocloak_proto::v1::query_service_client::QueryServiceClient;
 use neurocloak_proto::v1::*;
 use tonic::{Code, Request};
 
@@ -130,6 +132,19 @@ async fn keys_over_their_budget_wait_and_others_do_not() {
         get(c.http, localhost(), &trust, Some(&key)).await.status,
         429
     );
+    // So do gRPC queries.
+    let mut query = QueryServiceClient::connect(format!("http://{}", c.grpc))
+        .await
+        .unwrap();
+    let mut req = Request::new(ListTrustScoresRequest {
+        project: PROJECT.into(),
+        model: "scorer".into(),
+        ..Default::default()
+    });
+    req.metadata_mut().insert("x-api-key", key.parse().unwrap());
+    let status = query.list_trust_scores(req).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.metadata().get("retry-after").is_some(), "{status:?}");
 
     // Another key of the same project, from the same address, has its own budget.
     assert_eq!(
@@ -171,7 +186,7 @@ async fn keys_over_their_budget_wait_and_others_do_not() {
             &format!("neurocloak_collector_rate_limited_total{{surface=\"{s}\"}}"),
         )
     };
-    assert_eq!(limited("rest_read"), 2.0, "{metrics}");
+    assert_eq!(limited("rest_read"), 3.0, "{metrics}");
     assert_eq!(limited("ingest"), 1.0, "{metrics}");
     // A rate-limited batch is not mistaken for an oversized one.
     assert_eq!(

@@ -211,14 +211,16 @@ pub async fn start(
     Ok(p)
 }
 
-/// The gRPC `QueryService` with the collector's message size bound.
+/// The gRPC `QueryService` with the collector's message size bound, authenticating (and rate
+/// limiting) with `auth`.
 pub fn query_server(
     p: &Pipeline,
     max_message_bytes: usize,
+    auth: crate::auth::Authenticator,
 ) -> neurocloak_proto::v1::query_service_server::QueryServiceServer<query::Query> {
-    neurocloak_proto::v1::query_service_server::QueryServiceServer::new(query::Query::new(
-        p.clone(),
-    ))
+    neurocloak_proto::v1::query_service_server::QueryServiceServer::new(
+        query::Query::new(p.clone()).with_auth(auth),
+    )
     .max_decoding_message_size(max_message_bytes)
 }
 

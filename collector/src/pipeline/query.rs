@@ -35,14 +35,22 @@ impl Query {
         }
     }
 
+    /// Uses `auth` (e.g. the server's rate-limited authenticator) instead of a plain one, so
+    /// queries are charged to their key like REST reads.
+    pub fn with_auth(mut self, auth: Authenticator) -> Query {
+        self.auth = auth;
+        self
+    }
+
     async fn caller<T>(&self, req: &Request<T>, project: &str) -> Result<Caller, Status> {
         let key = req
             .metadata()
             .get(API_KEY_HEADER)
             .and_then(|v| v.to_str().ok());
+        let client = req.remote_addr().map(|a| a.ip());
         let caller = self
             .auth
-            .check(key, &[Scope::Read])
+            .check_from(key, &[Scope::Read], client)
             .await
             .map_err(|d| denied_status(&d))?;
         if caller.project_id != project {
