@@ -1,5 +1,6 @@
 //! `neurocloak-agent` — the sidecar. See docs/agent.md.
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -23,6 +24,11 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // By default a failed log write is reported with eprintln!, which panics when stderr
+        // cannot be written either: a full disk (or a file size limit) under a file-backed
+        // stderr then killed whichever thread logged, the queue writer first, since it logs
+        // exactly the failed writes that come with a full disk. A lost log line is better.
+        .log_internal_errors(false)
         .init();
     let config = Config::load(&cli.o)?;
     // A sidecar shares the pod's CPU with the model: two workers are plenty.
@@ -39,7 +45,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("starting the agent")?;
     let show = |a: Option<String>| a.unwrap_or_else(|| "-".into());
     // One parseable line: tests and scripts started with port 0 learn the real ports here.
-    println!(
+    // writeln, not println: an unwritable stdout must not stop the agent either.
+    let _ = writeln!(
+        std::io::stdout(),
         "neurocloak-agent listening tcp={} uds={} http={}",
         show(agent.tcp_addr.map(|a| a.to_string())),
         show(agent.uds_path.as_ref().map(|p| p.display().to_string())),

@@ -70,30 +70,15 @@ impl Appender {
         let handle = std::thread::Builder::new()
             .name("neurocloak-queue-writer".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut group = vec![first];
-                    while group.len() < MAX_GROUP {
-                        match rx.try_recv() {
-                            Ok(more) => group.push(more),
-                            Err(_) => break,
-                        }
-                    }
-                    let (records, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                    let result = queue.lock().append(records, crate::now_ms());
-                    match result {
-                        Ok(outcomes) => {
-                            for (reply, o) in replies.into_iter().zip(outcomes) {
-                                let _ = reply.send(Ok(o));
-                            }
-                            appended.notify_one();
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "queue append failed");
-                            for reply in replies {
-                                let _ = reply.send(Err(e.to_string()));
-                            }
-                        }
-                    }
+                let wrote = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    write_groups(&rx, &queue, &appended);
+                }));
+                if wrote.is_err() {
+                    // Alone, a dead writer leaves an agent that still answers health checks
+                    // but refuses every push for good. Exiting instead lets the orchestrator
+                    // restart it, and a restart recovers the queue from disk.
+                    tracing::error!("the queue writer panicked; exiting");
+                    std::process::abort();
                 }
             })?;
         Ok((
@@ -121,6 +106,40 @@ impl Appender {
         answer
             .await
             .map_err(|_| "the queue writer has stopped".to_string())?
+    }
+}
+
+/// The writer thread's loop: one write (and fsync) per group of waiting pushes, until
+/// [`Appender::close`].
+fn write_groups(
+    rx: &crossbeam_channel::Receiver<AppendRequest>,
+    queue: &Mutex<DiskQueue>,
+    appended: &Notify,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(more) => group.push(more),
+                Err(_) => break,
+            }
+        }
+        let (records, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let result = queue.lock().append(records, crate::now_ms());
+        match result {
+            Ok(outcomes) => {
+                for (reply, o) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(o));
+                }
+                appended.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "queue append failed");
+                for reply in replies {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
     }
 }
 

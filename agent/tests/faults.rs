@@ -341,6 +341,46 @@ fn failed_disk_writes_are_retried_by_the_sdk_and_stored_once() {
     }
 }
 
+#[test]
+fn a_log_that_cannot_be_written_does_not_stop_the_agent() {
+    // The agent's stderr is a file already past the agent's file size limit, so every log
+    // line fails with EFBIG, as under a full disk. The logger used to panic on that, in the
+    // queue writer thread, which logs each failed write: from the first one on, every push
+    // was refused for good (a CI run shared its log file with the agent this way).
+    let tmp = tempfile::tempdir().unwrap();
+    let mut collector = Collector::new(tmp.path());
+    collector.start();
+    let mut agent = Agent::new(
+        tmp.path(),
+        collector.endpoint(),
+        collector.api_key.clone(),
+        &["--segment-bytes", "1048576"],
+    );
+    let stderr = tmp.path().join("agent-stderr.log");
+    std::fs::write(&stderr, vec![b'.'; 16 * 1024]).unwrap();
+    agent.stderr_file = Some(stderr.clone());
+    agent.file_size_limit = Some(8192);
+    agent.start();
+    let (n_clients, windows) = (2u32, 100u64);
+    let args = clients_args(windows, 1, 0, &collector.project);
+    let mut clients = start_clients(&agent, n_clients, &args);
+    all_delivered(&mut clients);
+    let m = agent.wait_drained(Duration::from_secs(60));
+    assert!(
+        m["neurocloak_agent_queue_write_errors_total"] > 0.0,
+        "{m:?}"
+    );
+    let total = f64::from(n_clients) * windows as f64;
+    assert_eq!(m["neurocloak_agent_forwarded_total"], total, "{m:?}");
+    assert_exactly_once(
+        &collector.stored_rows(1),
+        windows as usize,
+        &(0..n_clients).collect::<Vec<_>>(),
+    );
+    // Nothing of the log got through: the failures were real.
+    assert_eq!(std::fs::metadata(&stderr).unwrap().len(), 16 * 1024);
+}
+
 fn agent_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -94,6 +94,15 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let flushed = shipper.flush(Duration::from_millis(a.flush_ms));
     let s = shipper.stats();
+    // Why the last push failed, with the instance the agent's log names, so a
+    // stuck client can be matched with what the agent did with its pushes.
+    if let Some(e) = shipper.last_error() {
+        println!(
+            "loadgen-error client={} sdk_instance={} {e}",
+            a.client,
+            shipper.sdk_instance()
+        );
+    }
     println!(
         "loadgen client={} sent={} delivered={} dropped={} queued={} retries={} flush_ms={} ok={}",
         a.client,

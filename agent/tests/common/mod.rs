@@ -48,9 +48,13 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(cmd: &mut Command) -> Proc {
+        Self::spawn_with_stderr(cmd, Stdio::inherit())
+    }
+
+    pub fn spawn_with_stderr(cmd: &mut Command, stderr: Stdio) -> Proc {
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let out = child.stdout.take().unwrap();
@@ -243,6 +247,67 @@ pub struct Agent {
     /// RLIMIT_FSIZE of the agent process: a write past it fails with EFBIG, a real failure
     /// of the OS write (SIGXFSZ is ignored so the write returns the error).
     pub file_size_limit: Option<u64>,
+    /// The agent's stderr of every start, printed when the test fails.
+    pub log: AgentLog,
+    /// Appends the agent's stderr to this file instead of keeping it in `log`.
+    pub stderr_file: Option<PathBuf>,
+}
+
+/// What the agent wrote to stderr, kept by the test process: through a pipe, because the
+/// agent may run under a file size limit that a log file of its own would hit, and because
+/// with concurrent tests a shared stderr mixes the lines of several agents.
+#[derive(Default)]
+pub struct AgentLog {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    starts: usize,
+    /// Reads the running agent's stderr until the agent exits.
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AgentLog {
+    /// Lines printed when a test fails; enough for the minute before a stuck state.
+    const TAIL: usize = 200;
+
+    fn follow(&mut self, stderr: std::process::ChildStderr) {
+        self.starts += 1;
+        let lines = self.lines.clone();
+        lines
+            .lock()
+            .unwrap()
+            .push(format!("--- agent start {} ---", self.starts));
+        self.reader = Some(std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        }));
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        // A poisoned lock still holds every line pushed before the panic.
+        match self.lines.lock() {
+            Ok(l) => l.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Call after the agent exited: the tail includes its last words.
+    fn print_tail(&mut self) {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let lines = self.lines();
+        let from = lines.len().saturating_sub(Self::TAIL);
+        eprintln!(
+            "--- agent log: last {} of {} lines ---",
+            lines.len() - from,
+            lines.len()
+        );
+        for l in &lines[from..] {
+            eprintln!("{l}");
+        }
+        eprintln!("--- end of agent log ---");
+    }
 }
 
 impl Agent {
@@ -259,6 +324,8 @@ impl Agent {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             proc: None,
             file_size_limit: None,
+            log: AgentLog::default(),
+            stderr_file: None,
         }
     }
 
@@ -281,7 +348,7 @@ impl Agent {
                 });
             }
         }
-        let p = Proc::spawn(
+        let mut p = Proc::spawn_with_stderr(
             cmd.arg("--data-dir")
                 .arg(&self.dir)
                 .arg("--uds-path")
@@ -296,7 +363,19 @@ impl Agent {
                 .arg(&self.api_key)
                 .args(self.flags())
                 .env("NEUROCLOAK_LOG", "warn"),
+            match &self.stderr_file {
+                Some(path) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap()
+                    .into(),
+                None => Stdio::piped(),
+            },
         );
+        if let Some(stderr) = p.child.stderr.take() {
+            self.log.follow(stderr);
+        }
         p.wait_line("neurocloak-agent listening", Duration::from_secs(30));
         self.proc = Some(p);
     }
@@ -364,6 +443,25 @@ impl Agent {
             }
             assert!(Instant::now() < deadline, "queue not drained: {m:?}");
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // An agent that died on its own explains a stuck client by itself.
+            match self.proc.as_mut().map(|p| p.child.try_wait()) {
+                Some(Ok(Some(status))) => eprintln!("the agent had exited: {status}"),
+                Some(Ok(None)) => eprintln!("the agent was still running"),
+                Some(Err(e)) => eprintln!("the agent's state is unknown: {e}"),
+                None => eprintln!("the agent was stopped by the test"),
+            }
+            self.kill9();
+            match &self.stderr_file {
+                Some(path) => eprintln!("agent stderr: {}", path.display()),
+                None => self.log.print_tail(),
+            }
         }
     }
 }
@@ -437,7 +535,17 @@ pub fn client(endpoint: &str, index: u32, args: &[&str]) -> Proc {
 
 /// Parsed final line of a client: (sent, delivered, dropped).
 pub fn client_result(p: &mut Proc, timeout: Duration) -> (u64, u64, u64) {
-    let line = p.wait_line("loadgen ", timeout);
+    let deadline = Instant::now() + timeout;
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match p.stdout.recv_timeout(left) {
+            Ok(l) if l.starts_with("loadgen ") => break l,
+            // Why the client's last push failed, printed just before its result.
+            Ok(l) if l.starts_with("loadgen-error ") => eprintln!("{l}"),
+            Ok(_) => {}
+            Err(e) => panic!("no result line from the client: {e}"),
+        }
+    };
     eprintln!("{line}");
     let n = |k: &str| field(&line, k).parse::<u64>().unwrap();
     (n("sent"), n("delivered"), n("dropped"))
