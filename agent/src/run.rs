@@ -62,6 +62,29 @@ fn bind_uds(path: &str) -> Result<tokio::net::UnixListener, AgentError> {
     Ok(listener)
 }
 
+/// Aborts the task it guards when dropped, so aborting the supervising task stops it too.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs a stage that must live as long as the agent. A panic would otherwise end only its task
+/// (tokio keeps it to the task), leaving an agent that looks healthy but never forwards again;
+/// aborting instead lets the orchestrator restart it, and a restart recovers the queue from
+/// disk. Aborting the returned future stops the stage.
+async fn abort_on_panic(stage: &'static str, run: impl Future<Output = ()> + Send + 'static) {
+    let mut task = AbortOnDrop(tokio::spawn(run));
+    if let Err(e) = (&mut task.0).await
+        && e.is_panic()
+    {
+        tracing::error!(stage, "panicked; exiting");
+        std::process::abort();
+    }
+}
+
 impl RunningAgent {
     /// Opens the queue (recovering what is on disk), binds every listener and starts serving.
     pub async fn start(config: &Config) -> Result<Self, AgentError> {
@@ -151,7 +174,8 @@ impl RunningAgent {
             }));
         }
         let (drain, drain_rx) = watch::channel(false);
-        let forwarder = tokio::spawn(
+        let forwarder = tokio::spawn(abort_on_panic(
+            "the forwarder",
             Forwarder {
                 queue: Arc::clone(&queue),
                 collector,
@@ -161,7 +185,7 @@ impl RunningAgent {
                 drain: drain_rx,
             }
             .run(),
-        );
+        ));
         Ok(Self {
             tcp_addr,
             http_addr,
@@ -216,5 +240,34 @@ impl RunningAgent {
             let _ = std::fs::remove_file(p);
         }
         self.queue.lock().stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[tokio::test]
+    async fn aborting_the_supervisor_stops_the_stage_and_an_ended_stage_ends_it() {
+        let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+        let stage = async move {
+            let _alive = alive;
+            std::future::pending::<()>().await;
+        };
+        let supervisor = tokio::spawn(abort_on_panic("test stage", stage));
+        tokio::task::yield_now().await;
+        supervisor.abort();
+        // The stage's future was dropped (not left running detached): its sender is gone.
+        tokio::time::timeout(Duration::from_secs(5), gone)
+            .await
+            .expect("the stage was stopped")
+            .expect_err("the stage never sends");
+
+        let done = tokio::spawn(abort_on_panic("test stage", async {}));
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("the supervisor ends with its stage")
+            .unwrap();
     }
 }
