@@ -144,10 +144,7 @@ struct PageParams {
 
 impl PageParams {
     fn page(&self) -> PageRequest {
-        PageRequest {
-            cursor: self.cursor.clone(),
-            limit: self.limit.unwrap_or(100),
-        }
+        PageRequest::requested(self.cursor.clone(), self.limit)
     }
 }
 
@@ -265,10 +262,7 @@ async fn windows(
             "from_ms is after to_ms".into(),
         ));
     }
-    let page = PageRequest {
-        cursor: p.cursor,
-        limit: p.limit.unwrap_or(100),
-    };
+    let page = PageRequest::requested(p.cursor, p.limit);
     let page = timed(
         &s.metrics,
         "list_windows",

@@ -229,10 +229,7 @@ impl RangeParams {
     }
 
     fn page(&self) -> PageRequest {
-        PageRequest {
-            cursor: self.cursor.clone(),
-            limit: self.limit.unwrap_or(100),
-        }
+        PageRequest::requested(self.cursor.clone(), self.limit)
     }
 }
 
@@ -538,10 +535,7 @@ struct AlertParams {
 
 impl AlertParams {
     fn page(&self) -> PageRequest {
-        PageRequest {
-            cursor: self.cursor.clone(),
-            limit: self.limit.unwrap_or(100),
-        }
+        PageRequest::requested(self.cursor.clone(), self.limit)
     }
 }
 
@@ -712,10 +706,7 @@ async fn audit_list(
             "from_ms is after to_ms".into(),
         ));
     }
-    let page = PageRequest {
-        cursor: q.cursor,
-        limit: q.limit.unwrap_or(100),
-    };
+    let page = PageRequest::requested(q.cursor, q.limit);
     let got = s.p.store.list_audit(&query, &page).await?;
     Ok(page_json(got.items, got.next))
 }

@@ -31,7 +31,7 @@ use neurocloak_evaluate::{Section, TrustScore, WindowEvaluation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::records::{RangeQuery, TrustPoint, list_trust, parse};
+use super::records::{RangeQuery, TrustPoint, list_parsed, list_trust, parse};
 use super::{LiveEvent, Pipeline, join_id};
 use crate::store::eval::{Coll, Doc, DocQuery, SharedEvalStore};
 use crate::store::{LeaseRecord, PageRequest, SharedStore, now_ms};
@@ -866,11 +866,7 @@ pub async fn list_alerts(
         status,
         ..DocQuery::project(project)
     };
-    let got = p.docs.list(Coll::Alerts, &q, page).await?;
-    Ok(crate::store::Page {
-        items: got.items.iter().map(parse).collect::<Result<_>>()?,
-        next: got.next,
-    })
+    list_parsed(&p.docs, Coll::Alerts, &q, page).await
 }
 
 /// History entries of a project (optionally of one rule), newest first.
@@ -884,11 +880,7 @@ pub async fn list_history(
         kind: rule_id,
         ..DocQuery::project(project)
     };
-    let got = p.docs.list(Coll::AlertHistory, &q, page).await?;
-    Ok(crate::store::Page {
-        items: got.items.iter().map(parse).collect::<Result<_>>()?,
-        next: got.next,
-    })
+    list_parsed(&p.docs, Coll::AlertHistory, &q, page).await
 }
 
 /// Delivery reports of a project, newest first.
@@ -897,14 +889,7 @@ pub async fn list_deliveries(
     project: &str,
     page: &PageRequest,
 ) -> Result<crate::store::Page<Value>> {
-    let got = p
-        .docs
-        .list(Coll::Deliveries, &DocQuery::project(project), page)
-        .await?;
-    Ok(crate::store::Page {
-        items: got.items.iter().map(parse).collect::<Result<_>>()?,
-        next: got.next,
-    })
+    list_parsed(&p.docs, Coll::Deliveries, &DocQuery::project(project), page).await
 }
 
 /// Most windows a back-test replays.

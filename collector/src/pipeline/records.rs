@@ -88,6 +88,20 @@ pub fn parse<T: for<'de> Deserialize<'de>>(d: &Doc) -> Result<T> {
     serde_json::from_str(&d.body).map_err(|e| Error::Corrupt(format!("document {}: {e}", d.id)))
 }
 
+/// One page of `coll` matching `q`, each document parsed as `T`.
+pub async fn list_parsed<T: for<'de> Deserialize<'de>>(
+    docs: &SharedEvalStore,
+    coll: Coll,
+    q: &DocQuery,
+    page: &PageRequest,
+) -> Result<Page<T>> {
+    let got = docs.list(coll, q, page).await?;
+    Ok(Page {
+        items: got.items.iter().map(parse).collect::<Result<_>>()?,
+        next: got.next,
+    })
+}
+
 /// Inserts the evaluation; false when this (window, revision) was stored before — by this
 /// collector or another — which is what makes evaluation exactly-once.
 pub async fn insert_evaluation(docs: &SharedEvalStore, r: &EvaluationRecord) -> Result<bool> {
@@ -172,11 +186,7 @@ pub async fn list_trust(
     q: &RangeQuery,
     page: &PageRequest,
 ) -> Result<Page<TrustPoint>> {
-    let p = docs.list(Coll::TrustScores, &q.doc_query(), page).await?;
-    Ok(Page {
-        items: p.items.iter().map(parse).collect::<Result<_>>()?,
-        next: p.next,
-    })
+    list_parsed(docs, Coll::TrustScores, &q.doc_query(), page).await
 }
 
 /// Evaluations newest window first; a re-evaluated window appears once per revision.
@@ -185,11 +195,7 @@ pub async fn list_evaluations(
     q: &RangeQuery,
     page: &PageRequest,
 ) -> Result<Page<EvaluationRecord>> {
-    let p = docs.list(Coll::Evaluations, &q.doc_query(), page).await?;
-    Ok(Page {
-        items: p.items.iter().map(parse).collect::<Result<_>>()?,
-        next: p.next,
-    })
+    list_parsed(docs, Coll::Evaluations, &q.doc_query(), page).await
 }
 
 /// Trust scores of the windows before `before_ms` of one version, newest first.

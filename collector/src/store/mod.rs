@@ -224,6 +224,8 @@ pub struct WindowQuery {
 
 /// Largest page any query returns, whatever the caller asks for.
 pub const MAX_PAGE: u32 = 1000;
+/// Items of a listing page when the API caller gives no limit.
+pub const DEFAULT_PAGE: u32 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PageRequest {
@@ -237,6 +239,15 @@ impl PageRequest {
         PageRequest {
             cursor: None,
             limit,
+        }
+    }
+
+    /// A page as an API caller asks for it (`?cursor=&limit=`), [`DEFAULT_PAGE`] items when
+    /// no limit is given.
+    pub fn requested(cursor: Option<String>, limit: Option<u32>) -> PageRequest {
+        PageRequest {
+            cursor,
+            limit: limit.unwrap_or(DEFAULT_PAGE),
         }
     }
 
