@@ -9,8 +9,8 @@ use rusqlite::{Connection, Row, params, params_from_iter};
 use super::eval::{
     Coll, Doc, DocQuery, EvalStore, MAX_GET_MANY, PartStub, doc_cursor, doc_position,
 };
-use super::sqlite::SqliteConn;
-use super::{LabelPart, ModelKey, Page, PageRequest, paginate};
+use super::sqlite::{SqliteConn, insert_unique, model_key};
+use super::{LabelPart, Page, PageRequest, paginate};
 use crate::{Error, Result};
 
 pub struct EvalSqlite {
@@ -47,23 +47,13 @@ fn doc_row(row: &Row<'_>) -> rusqlite::Result<Doc> {
     })
 }
 
-/// True when the error is a primary-key / unique violation, i.e. "someone wrote it first".
-/// Other constraint failures (NOT NULL, CHECK, a trigger's RAISE) are real errors.
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(
-        e,
-        rusqlite::Error::SqliteFailure(err, _)
-            if err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-                || err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-    )
-}
-
 fn insert_one(conn: &Connection, coll: Coll, d: &Doc) -> Result<bool> {
     let sql = format!(
         "INSERT INTO {} ({DOC_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         coll.name()
     );
-    match conn.execute(
+    insert_unique(
+        conn,
         &sql,
         params![
             d.id,
@@ -74,11 +64,7 @@ fn insert_one(conn: &Connection, coll: Coll, d: &Doc) -> Result<bool> {
             d.time_ms,
             d.body
         ],
-    ) {
-        Ok(_) => Ok(true),
-        Err(e) if is_unique_violation(&e) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    )
 }
 
 /// WHERE clause and parameters of a query (optionally after a cursor position).
@@ -300,12 +286,7 @@ impl EvalStore for EvalSqlite {
             let rows = stmt.query_map(params![since_ms, i64::from(limit)], |r| {
                 Ok(PartStub {
                     id: r.get(0)?,
-                    key: ModelKey {
-                        project_id: r.get(1)?,
-                        model: r.get(2)?,
-                        version: r.get(3)?,
-                        environment: r.get(4)?,
-                    },
+                    key: model_key(r, 1)?,
                     window_start_ms: r.get(5)?,
                     window_length_ms: r.get(6)?,
                     received_ms: r.get(7)?,
@@ -326,12 +307,7 @@ impl EvalStore for EvalSqlite {
             let rows = stmt.query_map(params![since_ms, i64::from(limit)], |r| {
                 Ok(LabelPart {
                     id: r.get(0)?,
-                    key: ModelKey {
-                        project_id: r.get(1)?,
-                        model: r.get(2)?,
-                        version: r.get(3)?,
-                        environment: r.get(4)?,
-                    },
+                    key: model_key(r, 1)?,
                     count: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
                     batch_id: r.get(6)?,
                     received_ms: r.get(7)?,

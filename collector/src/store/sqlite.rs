@@ -152,7 +152,7 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn model_key(row: &Row<'_>, first: usize) -> rusqlite::Result<ModelKey> {
+pub(super) fn model_key(row: &Row<'_>, first: usize) -> rusqlite::Result<ModelKey> {
     Ok(ModelKey {
         project_id: row.get(first)?,
         model: row.get(first + 1)?,
@@ -262,7 +262,12 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     )
 }
 
-fn insert_unique(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<bool> {
+/// Runs an INSERT; false when a primary-key / unique constraint says the row exists.
+pub(super) fn insert_unique(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<bool> {
     match conn.execute(sql, p) {
         Ok(_) => Ok(true),
         Err(e) if is_unique_violation(&e) => Ok(false),
