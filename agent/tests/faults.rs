@@ -52,6 +52,26 @@ fn start_clients(agent: &Agent, n: u32, args: &[String]) -> Vec<Proc> {
         .collect()
 }
 
+/// An agent (not started yet) in `dir` that forwards to `collector`.
+fn agent_for(dir: &std::path::Path, collector: &Collector, flags: &[&str]) -> Agent {
+    Agent::new(dir, collector.endpoint(), collector.api_key.clone(), flags)
+}
+
+/// Every one of `n_clients` clients' rows of `windows` windows (over `models` models) is stored
+/// exactly once.
+fn stored_once_from_every_client(
+    collector: &Collector,
+    models: u32,
+    windows: usize,
+    n_clients: u32,
+) {
+    assert_exactly_once(
+        &collector.stored_rows(models),
+        windows,
+        &(0..n_clients).collect::<Vec<_>>(),
+    );
+}
+
 fn all_delivered(clients: &mut [Proc]) {
     for c in clients.iter_mut() {
         let (sent, delivered, dropped) = client_result(c, Duration::from_secs(120));
@@ -65,12 +85,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let mut collector = Collector::new(tmp.path());
     collector.start();
-    let mut agent = Agent::new(
-        tmp.path(),
-        collector.endpoint(),
-        collector.api_key.clone(),
-        &[],
-    );
+    let mut agent = agent_for(tmp.path(), &collector, &[]);
     agent.start();
     let (n_clients, windows, models) = (8u32, 120u64, 2u32);
     let args = clients_args(windows, models, 40, &collector.project);
@@ -105,10 +120,11 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     all_delivered(&mut clients);
     let m = agent.wait_drained(Duration::from_secs(60));
     assert_eq!(m["neurocloak_agent_dropped_total{reason=\"corrupt\"}"], 0.0);
-    assert_exactly_once(
-        &collector.stored_rows(models),
+    stored_once_from_every_client(
+        &collector,
+        models,
         (windows * u64::from(models)) as usize,
-        &(0..n_clients).collect::<Vec<_>>(),
+        n_clients,
     );
 }
 
@@ -117,12 +133,7 @@ fn collector_outage_then_recovery_delivers_everything_once() {
     let tmp = tempfile::tempdir().unwrap();
     let mut collector = Collector::new(tmp.path());
     collector.start();
-    let mut agent = Agent::new(
-        tmp.path(),
-        collector.endpoint(),
-        collector.api_key.clone(),
-        &[],
-    );
+    let mut agent = agent_for(tmp.path(), &collector, &[]);
     agent.start();
     let (n_clients, windows, models) = (8u32, 30u64, 1u32);
     let args = clients_args(windows, models, 20, &collector.project);
@@ -147,10 +158,11 @@ fn collector_outage_then_recovery_delivers_everything_once() {
         m["neurocloak_agent_forwarded_total"],
         f64::from(n_clients) * windows as f64 * f64::from(models)
     );
-    assert_exactly_once(
-        &collector.stored_rows(models),
+    stored_once_from_every_client(
+        &collector,
+        models,
         (windows * u64::from(models)) as usize,
-        &(0..n_clients).collect::<Vec<_>>(),
+        n_clients,
     );
 }
 
@@ -160,10 +172,9 @@ fn disk_cap_drops_oldest_counts_it_and_keeps_serving() {
     let mut collector = Collector::new(tmp.path());
     // The collector stays down until the cap has been hit.
     let cap = 64 * 1024;
-    let mut agent = Agent::new(
+    let mut agent = agent_for(
         tmp.path(),
-        collector.endpoint(),
-        collector.api_key.clone(),
+        &collector,
         &["--queue-max-bytes", "65536", "--segment-bytes", "8192"],
     );
     agent.start();
@@ -200,12 +211,7 @@ fn disk_cap_drops_oldest_counts_it_and_keeps_serving() {
 fn corrupted_segment_record_is_skipped_counted_and_the_rest_delivered() {
     let tmp = tempfile::tempdir().unwrap();
     let mut collector = Collector::new(tmp.path());
-    let mut agent = Agent::new(
-        tmp.path(),
-        collector.endpoint(),
-        collector.api_key.clone(),
-        &[],
-    );
+    let mut agent = agent_for(tmp.path(), &collector, &[]);
     agent.start();
     let windows = 40u64;
     let args = clients_args(windows, 1, 0, &collector.project);
@@ -263,10 +269,9 @@ fn sigterm_drains_before_exiting() {
     let mut collector = Collector::new(tmp.path());
     collector.start();
     // A long grace period would hold current windows back; the drain must not wait for it.
-    let mut agent = Agent::new(
+    let mut agent = agent_for(
         tmp.path(),
-        collector.endpoint(),
-        collector.api_key.clone(),
+        &collector,
         &["--merge-grace-ms", "600000", "--drain-timeout-ms", "20000"],
     );
     agent.start();
@@ -298,12 +303,7 @@ fn failed_disk_writes_are_retried_by_the_sdk_and_stored_once() {
     // segment would cross it, the write fails (EFBIG, often after a partial write), the
     // agent answers UNAVAILABLE, cuts the segment back and starts a new one, and the SDK's
     // retry is stored there.
-    let mut agent = Agent::new(
-        tmp.path(),
-        collector.endpoint(),
-        collector.api_key.clone(),
-        &["--segment-bytes", "1048576"],
-    );
+    let mut agent = agent_for(tmp.path(), &collector, &["--segment-bytes", "1048576"]);
     agent.file_size_limit = Some(8192);
     agent.start();
     let (n_clients, windows) = (4u32, 150u64);
@@ -323,11 +323,7 @@ fn failed_disk_writes_are_retried_by_the_sdk_and_stored_once() {
     let total = f64::from(n_clients) * windows as f64;
     assert_eq!(m["neurocloak_agent_received_total"], total, "{m:?}");
     assert_eq!(m["neurocloak_agent_forwarded_total"], total, "{m:?}");
-    assert_exactly_once(
-        &collector.stored_rows(1),
-        windows as usize,
-        &(0..n_clients).collect::<Vec<_>>(),
-    );
+    stored_once_from_every_client(&collector, 1, windows as usize, n_clients);
     // A restart finds no hole left by the failed writes.
     agent.kill9();
     agent.start();
@@ -350,12 +346,7 @@ fn a_log_that_cannot_be_written_does_not_stop_the_agent() {
     let tmp = tempfile::tempdir().unwrap();
     let mut collector = Collector::new(tmp.path());
     collector.start();
-    let mut agent = Agent::new(
-        tmp.path(),
-        collector.endpoint(),
-        collector.api_key.clone(),
-        &["--segment-bytes", "1048576"],
-    );
+    let mut agent = agent_for(tmp.path(), &collector, &["--segment-bytes", "1048576"]);
     let stderr = tmp.path().join("agent-stderr.log");
     std::fs::write(&stderr, vec![b'.'; 16 * 1024]).unwrap();
     agent.stderr_file = Some(stderr.clone());
@@ -372,11 +363,7 @@ fn a_log_that_cannot_be_written_does_not_stop_the_agent() {
     );
     let total = f64::from(n_clients) * windows as f64;
     assert_eq!(m["neurocloak_agent_forwarded_total"], total, "{m:?}");
-    assert_exactly_once(
-        &collector.stored_rows(1),
-        windows as usize,
-        &(0..n_clients).collect::<Vec<_>>(),
-    );
+    stored_once_from_every_client(&collector, 1, windows as usize, n_clients);
     // Nothing of the log got through: the failures were real.
     assert_eq!(std::fs::metadata(&stderr).unwrap().len(), 16 * 1024);
 }
