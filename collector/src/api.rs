@@ -68,16 +68,25 @@ impl From<Error> for ApiError {
     }
 }
 
+/// Status and message of a refused request (setting `Retry-After` when it was rate limited),
+/// shared by both routers; a store failure is handed back for the router's own mapping.
+pub(crate) fn refusal(d: Denied) -> std::result::Result<(StatusCode, String), Error> {
+    match d {
+        Denied::Unauthenticated(m) => Ok((StatusCode::UNAUTHORIZED, m.into())),
+        Denied::PermissionDenied(_) => Ok((StatusCode::FORBIDDEN, d.to_string())),
+        Denied::RateLimited(l) => {
+            crate::ratelimit::set_retry_after(l.retry_after_s);
+            Ok((StatusCode::TOO_MANY_REQUESTS, d.to_string()))
+        }
+        Denied::Store(e) => Err(e),
+    }
+}
+
 impl From<Denied> for ApiError {
     fn from(d: Denied) -> ApiError {
-        match d {
-            Denied::Unauthenticated(m) => ApiError(StatusCode::UNAUTHORIZED, m.into()),
-            Denied::PermissionDenied(_) => ApiError(StatusCode::FORBIDDEN, d.to_string()),
-            Denied::RateLimited(l) => {
-                crate::ratelimit::set_retry_after(l.retry_after_s);
-                ApiError(StatusCode::TOO_MANY_REQUESTS, d.to_string())
-            }
-            Denied::Store(e) => e.into(),
+        match refusal(d) {
+            Ok((status, message)) => ApiError(status, message),
+            Err(e) => e.into(),
         }
     }
 }

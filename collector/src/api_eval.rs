@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::Error;
 use crate::audit::{self, Action};
-use crate::auth::{Authenticator, Caller, Denied, http_api_key};
+use crate::auth::{Authenticator, Caller, http_api_key};
 use crate::pipeline::alerts::{self, AlertFailure};
 use crate::pipeline::records::{
     ProjectEvalConfig, RangeQuery, list_evaluations, list_trust, parse, project_config,
@@ -171,14 +171,9 @@ async fn authorize(
         .await
         .map_err(|d| {
             s.p.metrics.reject(d.reason());
-            match d {
-                Denied::Unauthenticated(m) => ApiError(StatusCode::UNAUTHORIZED, m.into()),
-                Denied::PermissionDenied(_) => ApiError(StatusCode::FORBIDDEN, d.to_string()),
-                Denied::RateLimited(l) => {
-                    crate::ratelimit::set_retry_after(l.retry_after_s);
-                    ApiError(StatusCode::TOO_MANY_REQUESTS, d.to_string())
-                }
-                Denied::Store(e) => e.into(),
+            match crate::api::refusal(d) {
+                Ok((status, message)) => ApiError(status, message),
+                Err(e) => ApiError::from(e),
             }
         })?;
     if caller.project_id != project {
