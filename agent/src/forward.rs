@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use neurocloak_core::ship::Backoff;
 use neurocloak_proto::v1::ingest_service_client::IngestServiceClient;
 use neurocloak_proto::v1::{IngestBatch, ReferenceBinsRequest, ReferenceBinsResponse};
 use parking_lot::Mutex;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use tokio::sync::{Notify, watch};
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataValue;
@@ -160,27 +159,6 @@ pub struct ForwardStats {
     pub last_ack_ms: AtomicI64,
 }
 
-/// Exponential backoff with equal jitter (half fixed, half random).
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    attempt: u32,
-    rng: SmallRng,
-}
-
-impl Backoff {
-    fn next_delay(&mut self) -> Duration {
-        let step = self
-            .initial
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let half = step / 2;
-        let jitter = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-        half + Duration::from_nanos(self.rng.random_range(0..=jitter))
-    }
-}
-
 /// Drives the forward stage until `drain` is set and the queue is empty (or forever).
 pub struct Forwarder {
     pub queue: Arc<Mutex<DiskQueue>>,
@@ -201,12 +179,7 @@ enum Next {
 
 impl Forwarder {
     pub async fn run(mut self) {
-        let mut backoff = Backoff {
-            initial: self.cfg.backoff_initial,
-            max: self.cfg.backoff_max.max(self.cfg.backoff_initial),
-            attempt: 0,
-            rng: SmallRng::seed_from_u64(uuid::Uuid::new_v4().as_u64_pair().0),
-        };
+        let mut backoff = Backoff::new(self.cfg.backoff_initial, self.cfg.backoff_max);
         let mut sent_since_trim = false;
         loop {
             let draining = *self.drain.borrow();
@@ -229,7 +202,7 @@ impl Forwarder {
             }
             match self.send_one(draining).await {
                 Ok(true) => {
-                    backoff.attempt = 0;
+                    backoff.reset();
                     sent_since_trim = true;
                 }
                 Ok(false) => {}

@@ -25,7 +25,7 @@ use neurocloak_proto::v1::push_request::Payload;
 use neurocloak_proto::v1::{FixedBins, ModelIdentity};
 
 pub use queue::{DropReason, Enqueued, ShipStats};
-pub use worker::RETRYABLE_CODES;
+pub use worker::{Backoff, RETRYABLE_CODES};
 use worker::{Command, Core, Tick};
 
 /// The agent's documented Unix socket.

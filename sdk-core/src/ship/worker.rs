@@ -181,8 +181,8 @@ pub const RETRYABLE_CODES: &[tonic::Code] = &[
 ];
 
 /// Exponential backoff with "equal jitter": half the step is fixed, half random, so retries
-/// from many processes spread out without ever spinning.
-pub(crate) struct Backoff {
+/// from many processes spread out without ever spinning. The agent's forwarder uses it too.
+pub struct Backoff {
     initial: Duration,
     max: Duration,
     attempt: u32,
